@@ -1,0 +1,83 @@
+"""All command output goes through here: results to stdout, diagnostics to stderr.
+
+A result is a list of flat records plus column specs. ``table`` renders it with
+rich (human display, scaled units); ``csv`` and ``json`` write the raw values
+at full precision with no decoration, so they pipe cleanly.
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+# Piped tables are not cut to the 80 columns rich assumes off a terminal.
+_PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
+stdout = Console(soft_wrap=False, width=_PIPE_WIDTH)
+# Diagnostics stay one line each, whatever the terminal width.
+stderr = Console(stderr=True, soft_wrap=True)
+
+
+class OutputFormat(str, enum.Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@dataclass(frozen=True)
+class Column:
+    """``key`` names the field (and the CSV/JSON header, with its unit);
+    ``title`` and ``display`` are for the human table only."""
+
+    key: str
+    title: str
+    display: Callable[[Any], str] = str
+    justify: str = "left"
+    no_wrap: bool = False
+
+
+def info(message: str) -> None:
+    stderr.print(message, style="dim", highlight=False)
+
+
+def warn(message: str) -> None:
+    stderr.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+
+
+def error(message: str) -> None:
+    stderr.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+
+
+def emit(
+    records: Sequence[dict[str, Any]],
+    columns: Sequence[Column],
+    fmt: OutputFormat,
+    *,
+    title: str | None = None,
+    json_records: Sequence[dict[str, Any]] | None = None,
+) -> None:
+    """Write ``records`` to stdout in ``fmt``. JSON may carry richer records."""
+    if fmt is OutputFormat.json:
+        payload = list(json_records if json_records is not None else records)
+        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    elif fmt is OutputFormat.csv:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow([c.key for c in columns])
+        for record in records:
+            writer.writerow(["" if record.get(c.key) is None else record[c.key] for c in columns])
+    else:
+        if not records:
+            return
+        table = Table(title=title, header_style="bold")
+        for column in columns:
+            table.add_column(column.title, justify=column.justify, no_wrap=column.no_wrap, overflow="fold")
+        for record in records:
+            table.add_row(*(column.display(record.get(column.key)) for column in columns))
+        stdout.print(table)

@@ -1,0 +1,146 @@
+"""The zoo, parametrized over the registry: a new model is covered with no new test code."""
+
+import ast
+import pathlib
+
+import pytest
+import torch
+
+import lwprof.models as zoo
+from lwprof.models import _registry
+
+ALL_MODELS = zoo.list_models()
+WITH_REFERENCE_PARAMS = [n for n in ALL_MODELS if (r := zoo.get_model_info(n).reference) and r.params is not None]
+WITH_REFERENCE_MACS = [n for n in ALL_MODELS if (r := zoo.get_model_info(n).reference) and r.macs is not None]
+
+# The family aliases the project promises (issue #2), alias -> canonical variant.
+FAMILY_ALIASES = {
+    "mobilenetv1": "mobilenet_v1_100",
+    "mobilenetv2": "mobilenet_v2_100",
+    "mobilenetv3": "mobilenet_v3_large_100",
+    "shufflenetv1": "shufflenet_v1_g3_100",
+    "shufflenetv2": "shufflenet_v2_100",
+    "squeezenet": "squeezenet_1_1",
+    "ghostnet": "ghostnet_100",
+    "pplcnet": "pplcnet_100",
+    "lcnet": "pplcnet_100",
+    "mobilenext": "mobilenext_100",
+    "efficientnet": "efficientnet_b0",
+    "mnasnet": "mnasnet_100",
+    "mobilevit": "mobilevit_s",
+    "xception": "xception",
+}
+
+
+def test_reference_lists_are_not_empty():
+    assert WITH_REFERENCE_PARAMS and WITH_REFERENCE_MACS
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_on_default_input(name, zoo_measure):
+    out = zoo_measure(name)["output"]
+    assert out.shape == (1, 1000)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_metadata_is_complete(name):
+    info = zoo.get_model_info(name)
+    assert info.family and info.variant and info.mirrors
+    assert info.paper.arxiv and info.paper.title and 2012 <= info.paper.year <= 2026
+    assert len(info.input_shape) == 4 and info.input_shape[:2] == (1, 3)
+    # Counting on the meta device must agree with counting a real model.
+    assert info.count_params() == sum(p.numel() for p in zoo.create_model(name).parameters())
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCE_PARAMS)
+def test_params_equal_reference(name, zoo_measure):
+    assert zoo_measure(name)["params"] == zoo.get_model_info(name).reference.params
+
+
+@pytest.mark.parametrize("name", WITH_REFERENCE_MACS)
+def test_conv_linear_macs_equal_reference(name, zoo_measure):
+    assert zoo_measure(name)["macs"] == zoo.get_model_info(name).reference.macs
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2_100", "shufflenet_v2_100", "squeezenet_1_1"])
+def test_num_classes_is_passed_through(name):
+    model = zoo.create_model(name, num_classes=10).eval()
+    with torch.no_grad():
+        assert model(torch.randn(zoo.get_model_info(name).input_shape)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("alias,target", sorted(FAMILY_ALIASES.items()))
+def test_family_alias_resolves(alias, target):
+    assert zoo.resolve_name(alias) == target
+    assert zoo.get_model_info(alias.upper()).name == target
+
+
+def test_unknown_name_suggests_close_matches():
+    with pytest.raises(zoo.UnknownModelError) as excinfo:
+        zoo.create_model("mobilenet_v3_larg_100")
+    assert excinfo.value.suggestions[0] == "mobilenet_v3_large_100"
+    assert 1 <= len(excinfo.value.suggestions) <= 3
+    assert "did you mean mobilenet_v3_large_100" in str(excinfo.value)
+
+
+def test_unknown_name_without_close_match_has_no_suggestion():
+    with pytest.raises(zoo.UnknownModelError) as excinfo:
+        zoo.get_model_info("qqqqqqqq")
+    assert excinfo.value.suggestions == []
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    monkeypatch.setattr(_registry, "_MODELS", dict(_registry._MODELS))
+    monkeypatch.setattr(_registry, "_ALIASES", dict(_registry._ALIASES))
+
+
+def _register(name):
+    paper = zoo.Paper("0000.00000", "t", 2020)
+
+    @zoo.register_model(family="f", variant="v", paper=paper, mirrors="m", name=name)
+    def builder():
+        return torch.nn.Identity()
+
+    return builder
+
+
+def test_duplicate_model_name_raises(scratch_registry):
+    _register("scratch_model")
+    with pytest.raises(zoo.DuplicateModelError):
+        _register("scratch_model")
+    with pytest.raises(zoo.DuplicateModelError):
+        _register("mobilenet_v2_100")
+
+
+def test_duplicate_or_dangling_alias_raises(scratch_registry):
+    with pytest.raises(zoo.DuplicateModelError):
+        zoo.register_alias("mobilenetv2", "mobilenet_v2_140")
+    with pytest.raises(zoo.DuplicateModelError):
+        zoo.register_alias("mobilenet_v2_100", "mobilenet_v2_140")
+    with pytest.raises(zoo.UnknownModelError):
+        zoo.register_alias("fresh_alias", "no_such_model")
+
+
+def test_invalid_width_is_a_clear_error():
+    from lwprof.models.mobilenet_v2 import MobileNetV2
+
+    with pytest.raises(ValueError, match="width multiplier must be positive"):
+        MobileNetV2(width_mult=0)
+
+
+def test_models_never_import_the_profiler():
+    models_dir = pathlib.Path(zoo.__file__).parent
+    for path in models_dir.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            else:
+                continue
+            for module in names:
+                assert not (module == "lwprof" or module.startswith("lwprof.")) or module.startswith(
+                    "lwprof.models"
+                ), f"{path.name} imports {module}"
