@@ -187,15 +187,41 @@ class ChannelShuffle(nn.Module):
 class ClassifierHead(nn.Module):
     """Global average pool → flatten → [dropout] → linear, the usual ImageNet head."""
 
-    def __init__(self, in_features: int, num_classes: int = 1000, dropout: float = 0.0):
+    def __init__(self, in_features: int, num_classes: int = 1000, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.fc = nn.Linear(in_features, num_classes)
+        self.fc = nn.Linear(in_features, num_classes, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.dropout(self.flatten(self.pool(x))))
+
+
+class PooledConvHead(nn.Module):
+    """Pool → 1×1 conv (with bias) → act → flatten → dropout → linear.
+
+    PP-LCNet and GhostNet widen the features with a 1×1 conv after the global
+    pool, on a 1×1 map, instead of before it on the last feature map.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        act_layer=nn.Hardswish,
+    ):
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = ConvBNAct(in_channels, hidden_channels, 1, act_layer=act_layer, bias=True, norm=False)
+        self.flatten = nn.Flatten(1)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(hidden_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(self.flatten(self.conv(self.pool(x)))))
 
 
 def init_weights(model: nn.Module) -> nn.Module:
