@@ -144,3 +144,19 @@ def test_models_never_import_the_profiler():
                 assert not (module == "lwprof" or module.startswith("lwprof.")) or module.startswith(
                     "lwprof.models"
                 ), f"{path.name} imports {module}"
+
+
+# Families with no exact public reference: the approximate targets.
+APPROXIMATE_TARGETS = {
+    # name: (params low, params high, MACs low, MACs high)
+    "shufflenet_v1_g3_100": (1_850_000, 1_890_000, 137_000_000, 140_000_000),  # ≈1.87M, 137–140M
+    "mobilenext_100": (3_400_000, 3_600_000, 285_000_000, 315_000_000),  # ≈3.5M, ≈300M (±5%)
+}
+
+
+@pytest.mark.parametrize("name", sorted(APPROXIMATE_TARGETS))
+def test_approximate_families_land_near_the_paper(name, zoo_measure):
+    params_low, params_high, macs_low, macs_high = APPROXIMATE_TARGETS[name]
+    measured = zoo_measure(name)
+    assert params_low <= measured["params"] <= params_high
+    assert macs_low <= measured["macs"] <= macs_high
