@@ -7,4 +7,13 @@ are imported only by the functions that need them, so ``lwprof --help`` and
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "analyze"]
+
+
+def __getattr__(name):
+    # Lazy: importing lwprof must not import torch.
+    if name == "analyze":
+        from lwprof.analysis import analyze
+
+        return analyze
+    raise AttributeError(f"module 'lwprof' has no attribute {name!r}")
