@@ -30,10 +30,26 @@ from dataclasses import dataclass
 from lwprof import ops as op_table
 from lwprof.records import OpRecord
 
-CHAIN_HEADS = frozenset({"aten.convolution", "aten.addmm", "aten.mm"})
-FOLDABLE_NORMS = frozenset({"aten.native_batch_norm", "aten._native_batch_norm_legit_no_training"})
-NOT_FUSED_ACTIVATIONS = frozenset({"aten._softmax", "aten._log_softmax"})
-RESIDUAL_ADDS = frozenset({"aten.add"})
+# Op names of both counts: aten ops (lwprof.engine) and ONNX op types (lwprof.onnx_count).
+CHAIN_HEADS = frozenset(
+    {
+        "aten.convolution",
+        "aten.addmm",
+        "aten.mm",
+        "Conv",
+        "ConvTranspose",
+        "Gemm",
+        "MatMul",
+        "com.microsoft.FusedConv",
+        "com.microsoft.FusedGemm",
+        "com.microsoft.FusedMatMul",
+    }
+)
+FOLDABLE_NORMS = frozenset(
+    {"aten.native_batch_norm", "aten._native_batch_norm_legit_no_training", "BatchNormalization"}
+)
+NOT_FUSED_ACTIVATIONS = frozenset({"aten._softmax", "aten._log_softmax", "Softmax", "LogSoftmax"})
+RESIDUAL_ADDS = frozenset({"aten.add", "Add"})
 
 
 @dataclass

@@ -1,0 +1,449 @@
+"""Export a PyTorch model to ONNX, and name every ONNX node by its PyTorch layer.
+
+Exporter: the TorchScript-based one (``torch.onnx.export(..., dynamo=False)``),
+chosen over the dynamo exporter (torch 2.13, onnxscript 0.7) because
+
+- its node *names* carry the module scope (``/features/features.0/conv/Conv``),
+  and ONNX Runtime keeps node names through its graph optimizer (a
+  ``FusedConv`` keeps the name of the ``Conv`` it absorbed; fusions it creates
+  are named ``<original name>/<Fusion>/``), so the ORT profiler's node names
+  map back to layers. The dynamo exporter names nodes ``node_Conv_810`` and
+  keeps the module path only in ``metadata_props``
+  (``pkg.torch.onnx.name_scopes``), which ORT drops from the optimized model;
+- with ``training=TrainingMode.PRESERVE`` on a model in eval mode it keeps
+  each ``BatchNormalization`` as a node of its own module, so the exported
+  graph mirrors the eager forward op for op and fusion stays a separate view
+  (lwprof's fused column, ORT's optimized graph). The dynamo exporter either
+  folds BatchNorm into the convolution and labels the merged node with the
+  BatchNorm's scope (``optimize=True``: the convolution's MACs would land on
+  ``features.0.bn``), or leaves ``Shape/Expand/CastLike`` subgraphs that
+  materialise zero biases (``optimize=False``);
+- it exports all 44 zoo models, 0.3-5 s each on 2 cores (the dynamo exporter
+  exports them all too, in 2.5-12 s each).
+
+It is deprecated upstream; if a later torch removes it, :func:`export_onnx`
+fails with one clear line and the naming below still reads dynamo exports
+through their ``name_scopes`` metadata.
+
+Names. An exported node's *module path* is the innermost module that ran it
+(``features.0.conv``); its *layer name* is the row name ``lwprof.analyze``
+gives it: the path for a leaf module, ``path (op)`` for a functional op of a
+container (``features.3 (add)``, the op named as eager PyTorch names it, see
+:data:`lwprof.onnx_ops.EAGER_OP_NAMES`), ``<root> (op)`` for ops of the model's
+own forward. :func:`export_onnx` resolves these against the real module tree
+and stores them on each node (``metadata_props`` keys :data:`LAYER_KEY`,
+:data:`MODULE_PATH_KEY`, :data:`MODULE_TYPE_KEY`); for other files
+:func:`node_scopes` derives them from the scope names alone, and for an ORT-
+optimized graph through the graph it was optimized from.
+
+Caching. An export is a function of (model, input shape, opset, torch
+version): :func:`export_cache_key` names that tuple, and the file records it
+in its model ``metadata_props`` (:func:`export_info`), so a cached file can be
+checked before reuse.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from lwprof.errors import LwprofError
+from lwprof.onnx_ops import eager_op_name
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+DEFAULT_OPSET = 17  # LayerNormalization and HardSwish are single ops from 17 on
+EXPORTER = "torchscript"
+INPUT_NAME = "input"
+OUTPUT_NAME = "output"
+
+LAYER_KEY = "lwprof.layer"
+MODULE_PATH_KEY = "lwprof.module_path"
+MODULE_TYPE_KEY = "lwprof.module_type"
+DYNAMO_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+
+ROOT = "<root>"
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------------------
+# Export
+
+
+def export_cache_key(model_name: str, input_shape: Sequence[int], opset: int = DEFAULT_OPSET) -> str:
+    """File-name-safe key of one export: ``mobilenet_v2_100-1x3x224x224-opset17-torch2.13.0``."""
+    import torch
+
+    shape = "x".join(str(int(d)) for d in input_shape)
+    torch_version = re.sub(r"[^0-9A-Za-z.]+", "_", torch.__version__)
+    return f"{model_name}-{shape}-opset{opset}-torch{torch_version}"
+
+
+def export_info(model_or_path: "onnx.ModelProto | str | Path") -> dict[str, str]:
+    """The ``lwprof.*`` model metadata an export wrote (empty for other files)."""
+    import onnx
+
+    model = model_or_path
+    if not isinstance(model_or_path, onnx.ModelProto):
+        model = onnx.load(str(model_or_path), load_external_data=False)
+    return {p.key.removeprefix("lwprof."): p.value for p in model.metadata_props if p.key.startswith("lwprof.")}
+
+
+def export_onnx(
+    model: "nn.Module | str",
+    input_shape: Sequence[int] | None,
+    path: str | Path,
+    opset: int = DEFAULT_OPSET,
+) -> Path:
+    """Export ``model`` (a module or a zoo name) to ``path`` on one random input.
+
+    Eval mode and no grad during the export; the module's training flags are
+    restored afterwards. ``input_shape`` defaults to the zoo entry's input for
+    a zoo name. Every node gets its PyTorch layer name in its metadata.
+    """
+    import onnx
+    import torch
+
+    if isinstance(model, str):
+        from lwprof.models import create_model, get_model_info
+
+        info = get_model_info(model)
+        name, module = info.name, create_model(info.name)
+        input_shape = input_shape or info.input_shape
+    else:
+        name, module = type(model).__name__, model
+    if not input_shape:
+        raise LwprofError(f"cannot export {name}: no input shape given")
+    if any(int(d) <= 0 for d in input_shape):
+        raise LwprofError(f"cannot export {name}: input shape {list(input_shape)} must be positive integers")
+    shape = tuple(int(d) for d in input_shape)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    first_param = next(iter(module.parameters()), None)
+    dtype = first_param.dtype if first_param is not None and first_param.is_floating_point() else torch.float32
+    device = first_param.device if first_param is not None else torch.device("cpu")
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+
+    training = {m: m.training for m in module.modules()}
+    module.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the exporter's deprecation notice
+            torch.onnx.export(
+                module,
+                (x,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                # Keep BatchNorm nodes (EVAL would fold them into the convs):
+                # the exported graph mirrors the eager forward.
+                training=torch.onnx.TrainingMode.PRESERVE,
+                do_constant_folding=True,
+            )
+    except Exception as exc:
+        raise LwprofError(
+            f"ONNX export of {name} (input {'x'.join(map(str, shape))}, opset {opset}) failed: {one_line(exc)}"
+        ) from None
+    finally:
+        for submodule, flag in training.items():
+            submodule.training = flag
+
+    exported = onnx.load(str(path))
+    _annotate(exported, module)
+    onnx.helper.set_model_props(
+        exported,
+        {
+            "lwprof.model": name,
+            "lwprof.input_shape": "x".join(map(str, shape)),
+            "lwprof.opset": str(opset),
+            "lwprof.torch": torch.__version__,
+            "lwprof.exporter": EXPORTER,
+        },
+    )
+    onnx.save(exported, str(path))
+    return path
+
+
+def _annotate(model: "onnx.ModelProto", module: "nn.Module") -> None:
+    """Store each node's module path, module type and layer name, resolved
+    against the real module tree (exact where scope names are ambiguous)."""
+    modules = dict(module.named_modules())
+    leaves = {path for path, m in modules.items() if not any(True for _ in m.children())}
+    children: dict[str, dict[str, str]] = {}
+    for path in modules:
+        if path:
+            parent = path.rpartition(".")[0]
+            children.setdefault(parent, {})[_scope_component(path)] = path
+
+    def resolve(components: list[str]) -> str | None:
+        path = ""
+        for component in components:
+            options = children.get(path, {})
+            child = options.get(component) or options.get(_strip_call_suffix(component) or "")
+            if child is None:
+                return None
+            path = child
+        return path
+
+    fallback = node_scopes(model)
+    for node, guess in zip(model.graph.node, fallback):
+        components = _scope_components(node.name)
+        path = resolve(components) if components is not None else None
+        if path is None:
+            scope = guess
+        else:
+            scope = NodeScope(path, path in leaves, type(modules[path]).__name__)
+        _set_metadata(node, LAYER_KEY, scope.layer_name(node.op_type))
+        if not scope.row:  # a node no module ran (a de-duplicated initializer's Identity)
+            _set_metadata(node, MODULE_PATH_KEY, scope.module_path)
+            _set_metadata(node, MODULE_TYPE_KEY, scope.module_type)
+
+
+def _set_metadata(node: Any, key: str, value: str) -> None:
+    for prop in node.metadata_props:
+        if prop.key == key:
+            prop.value = value
+            return
+    node.metadata_props.add(key=key, value=value)
+
+
+# ---------------------------------------------------------------------------
+# Scope names -> module paths -> layer names
+
+
+@dataclass(frozen=True)
+class NodeScope:
+    """Where a node ran: the module path ('' for the model itself), whether
+    that module is a leaf, and its type when known. ``row`` names the row of a
+    node no scope places (the node's own name)."""
+
+    module_path: str
+    leaf: bool
+    module_type: str = ""
+    row: str = ""
+
+    def layer_name(self, op_type: str) -> str:
+        if self.row:
+            return self.row
+        if self.leaf:
+            return self.module_path or ROOT
+        return f"{self.module_path or ROOT} ({eager_op_name(op_type)})"
+
+
+def _scope_component(module_path: str) -> str:
+    """How the TorchScript exporter names a module in a scope: from its last
+    non-numeric path atom on (``features.0``, ``conv``, ``blocks.2.0``)."""
+    atoms = module_path.split(".")
+    for index in range(len(atoms) - 1, -1, -1):
+        if not atoms[index].isdigit():
+            return ".".join(atoms[index:])
+    return module_path
+
+
+_CALL_SUFFIX = re.compile(r"^(.+)_(\d+)$")
+
+
+def _strip_call_suffix(component: str) -> str | None:
+    """``shared_1`` -> ``shared``: the exporter's suffix for a module's second call."""
+    match = _CALL_SUFFIX.match(component)
+    return match.group(1) if match else None
+
+
+def _scope_components(name: str) -> list[str] | None:
+    """``/features/features.0/conv/Conv`` -> ``['features', 'features.0', 'conv']``;
+    None for a name without a scope (``Identity_70``)."""
+    if not name.startswith("/"):
+        return None
+    return [part for part in name.split("/")[1:-1] if part]
+
+
+def _path_from_components(components: list[str]) -> str:
+    # A component ends with the module's own attribute name ("features.0" is
+    # child "0" of "features"), so the path is the last atoms joined.
+    return ".".join(component.rsplit(".", 1)[-1] for component in components)
+
+
+def _dynamo_module_path(node: Any) -> str | None:
+    for prop in node.metadata_props:
+        if prop.key == DYNAMO_SCOPES_KEY:
+            try:
+                scopes = ast.literal_eval(prop.value)
+            except (ValueError, SyntaxError):
+                return None
+            # ['', 'features', 'features.0', 'features.0.conv', 'conv2d']: the
+            # last entry names the op, the one before it the module.
+            return scopes[-2] if len(scopes) >= 2 else ""
+    return None
+
+
+def _metadata(node: Any, key: str) -> str | None:
+    for prop in node.metadata_props:
+        if prop.key == key:
+            return prop.value
+    return None
+
+
+def module_path_of(node: Any) -> str | None:
+    """The module path a node's own name or metadata names, or None when it
+    names none (an unnamed or runtime-created node)."""
+    stored = _metadata(node, MODULE_PATH_KEY)
+    if stored is not None:
+        return stored
+    dynamo = _dynamo_module_path(node)
+    if dynamo is not None:
+        return dynamo
+    components = _scope_components(node.name)
+    return _path_from_components(components) if components is not None else None
+
+
+def layer_name_of(node: Any, containers: Iterable[str] | None = None) -> str:
+    """The ``lwprof.analyze`` row name of an ONNX node.
+
+    Exact for :func:`export_onnx` files (read from the node's metadata). For
+    other files it is derived from the node's scope name: ``containers`` is
+    the set of module paths that have child modules (see :func:`node_scopes`,
+    which derives it from the whole graph); without it only the model itself
+    counts as a container.
+    """
+    stored = _metadata(node, LAYER_KEY)
+    if stored is not None:
+        return stored
+    path = module_path_of(node)
+    if path is None:
+        return node.name or node.op_type
+    container_set = set(containers) if containers is not None else {""}
+    return NodeScope(path, path not in container_set).layer_name(node.op_type)
+
+
+def _containers(paths: Iterable[str]) -> set[str]:
+    """Every proper ancestor of a path that ran ops (the model itself included)."""
+    found: set[str] = set()
+    for path in paths:
+        if path:
+            found.add("")
+            atoms = path.split(".")
+            found.update(".".join(atoms[:i]) for i in range(1, len(atoms)))
+    return found
+
+
+def _own_scopes(model: "onnx.ModelProto") -> list[NodeScope | None]:
+    """Scopes named by each node itself (metadata or scope name), None where it names none."""
+    nodes = list(model.graph.node)
+    layers = [_metadata(node, LAYER_KEY) for node in nodes]
+    if nodes and all(layer is not None for layer in layers):
+        stored: list[NodeScope | None] = []
+        for node, layer in zip(nodes, layers):
+            path = _metadata(node, MODULE_PATH_KEY)
+            kind = _metadata(node, MODULE_TYPE_KEY) or ""
+            stored.append(NodeScope(path, layer == (path or ROOT), kind) if path is not None else None)
+        return stored
+
+    paths: list[str | None] = []
+    for node in nodes:
+        dynamo = _dynamo_module_path(node)
+        if dynamo is not None:
+            paths.append(dynamo)
+            continue
+        components = _scope_components(node.name)
+        paths.append(_path_from_components(components) if components is not None else None)
+    # A second call of a module is scoped "name_1": fold it into "name" when
+    # "name" is a module the graph knows.
+    known = {p for p in paths if p is not None}
+    known |= _containers(known)
+
+    def fold_calls(path: str) -> str:
+        atoms = path.split(".")
+        for i, atom in enumerate(atoms):
+            base = _strip_call_suffix(atom)
+            if base is not None and ".".join(atoms[:i] + [base]) in known:
+                atoms[i] = base
+        return ".".join(atoms)
+
+    paths = [fold_calls(p) if p is not None else None for p in paths]
+    containers = _containers(p for p in paths if p is not None)
+    return [NodeScope(p, p not in containers) if p is not None else None for p in paths]
+
+
+def node_scopes(model: "onnx.ModelProto", reference: "onnx.ModelProto | None" = None) -> list[NodeScope]:
+    """The scope of every node of ``model``, in graph order.
+
+    ``reference`` is the graph ``model`` was optimized from (ONNX Runtime keeps
+    the names of nodes it keeps or fuses into, and names new ones after them):
+    a node is then placed by, in order, its own name in the reference, the
+    reference node its name extends (``.../qkv/MatMul/MatMulAddFusion``), the
+    reference producer of its outputs, the nodes that consume its outputs, and
+    the reference producer of its inputs. Without ``reference`` a node is
+    placed by its own name or metadata only. A node placed nowhere is a row of
+    its own, named after the node.
+    """
+    nodes = list(model.graph.node)
+    if reference is None:
+        return [scope or _own_row(node, i) for i, (node, scope) in enumerate(zip(nodes, _own_scopes(model)))]
+
+    ref_nodes = list(reference.graph.node)
+    ref_scopes = node_scopes(reference)
+    by_name = {node.name: scope for node, scope in zip(ref_nodes, ref_scopes) if node.name and not scope.row}
+    by_value = {output: scope for node, scope in zip(ref_nodes, ref_scopes) for output in node.output if not scope.row}
+    own: list[NodeScope | None] = [by_name.get(node.name) if node.name else None for node in nodes]
+    return _place(nodes, own, by_name, by_value)
+
+
+def _place(
+    nodes: list[Any],
+    own: list[NodeScope | None],
+    by_name: dict[str, NodeScope],
+    by_value: dict[str, NodeScope],
+) -> list[NodeScope]:
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    names_by_length = sorted(by_name, key=len, reverse=True)
+    placed: list[NodeScope | None] = list(own)
+
+    def by_prefix(name: str) -> NodeScope | None:
+        for candidate in names_by_length:
+            if name.startswith(candidate + "/") or name.startswith(candidate + "_"):
+                return by_name[candidate]
+        return None
+
+    def resolve(index: int, visiting: set[int]) -> NodeScope | None:
+        if placed[index] is not None:
+            return placed[index]
+        node = nodes[index]
+        scope = by_prefix(node.name) if node.name and by_name else None
+        scope = scope or next((by_value[o] for o in node.output if o in by_value), None)
+        if scope is None and index not in visiting:
+            visiting.add(index)
+            for output in node.output:
+                for consumer in consumers.get(output, []):
+                    scope = resolve(consumer, visiting)
+                    if scope is not None:
+                        break
+                if scope is not None:
+                    break
+        scope = scope or next((by_value[i] for i in node.input if i in by_value), None)
+        if scope is not None:
+            placed[index] = scope
+        return scope
+
+    return [resolve(i, set()) or _own_row(node, i) for i, node in enumerate(nodes)]
+
+
+def _own_row(node: Any, index: int) -> NodeScope:
+    """A node no scope places is a row of its own, named after the node."""
+    return NodeScope("", True, row=node.name or f"{node.op_type}_{index}")
