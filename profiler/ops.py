@@ -340,11 +340,16 @@ def adaptive_avg_pool(call: OpCall) -> OpCost:
     return OpCost(0, call.args[0].numel() + call.out_numel, POOLING)
 
 
-@register_formula(aten.mean, aten.sum)
-def reduction(call: OpCall) -> OpCost:
-    # one addition per input element (the mean's final division is per output)
-    divisions = call.out_numel if getattr(call, "_is_mean", False) else 0
-    return OpCost(0, call.args[0].numel() + divisions, REDUCTION)
+@register_formula(aten.sum)
+def sum_reduction(call: OpCall) -> OpCost:
+    # one addition per input element
+    return OpCost(0, call.args[0].numel(), REDUCTION)
+
+
+@register_formula(aten.mean)
+def mean_reduction(call: OpCall) -> OpCost:
+    # one addition per input element, one division per output element
+    return OpCost(0, call.args[0].numel() + call.out_numel, REDUCTION)
 
 
 @register_formula(
