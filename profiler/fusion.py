@@ -6,7 +6,8 @@ convolution's epilogue, so those intermediate tensors never travel through
 memory. The rule, applied in execution order:
 
 1. A *chain* starts at every convolution or linear layer (``aten.convolution``,
-   ``aten.addmm``, ``aten.mm``).
+   ``aten.addmm``, ``aten.mm``; in ONNX graphs Conv, Gemm, MatMul and ORT's
+   fused variants, see CHAIN_HEADS).
 2. A BatchNorm directly after the chain's head joins the chain: its weights
    are folded into the convolution offline, so its fused traffic is 0.
 3. An activation (ReLU, ReLU6, hard-swish, hard-sigmoid, sigmoid, SiLU, GELU,
