@@ -4,88 +4,29 @@ Every benchmark under ``benchmarks/`` stores :func:`capture_environment`'s
 dict in its JSON output: a timing is meaningless without the CPU, the core
 and thread counts, the library versions and the date it was taken on.
 
-Only the standard library is imported at module level; torch is consulted
-for its thread settings only when it is installed.
+The machine part is lwprof's own record (:mod:`lwprof.environment`); this
+module adds the source tree's state and CPU-contention counters.
 """
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import os
-import platform
 import subprocess
-import sys
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-NOT_INSTALLED = "not installed"
+from lwprof.environment import (  # noqa: F401  (re-exported for the benchmarks)
+    DEFAULT_PACKAGES,
+    NOT_INSTALLED,
+    cpu_model,
+    package_version,
+    usable_cores,
+)
+from lwprof.environment import capture_environment as lwprof_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-
-# Report name -> distribution names to try, first installed wins (thop ships
-# as "ultralytics-thop" today and as "thop" in older releases).
-DEFAULT_PACKAGES: dict[str, tuple[str, ...]] = {
-    "torch": ("torch",),
-    "onnx": ("onnx",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "thop": ("ultralytics-thop", "thop"),
-    "fvcore": ("fvcore",),
-    "numpy": ("numpy",),
-    "lwprof": ("lwprof",),
-}
-
-
-def package_version(*distributions: str) -> str:
-    """Version of the first installed distribution, else ``"not installed"``."""
-    for name in distributions:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return NOT_INSTALLED
-
-
-def cpu_model() -> str:
-    """The CPU's marketing name (``/proc/cpuinfo`` on Linux, else platform's guess)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    if sys.platform == "darwin":
-        try:
-            return subprocess.run(
-                ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, check=True
-            ).stdout.strip()
-        except (OSError, subprocess.CalledProcessError):
-            pass
-    return platform.processor() or platform.machine()
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, which containers narrow)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
-def _torch_settings() -> dict[str, Any]:
-    try:
-        import torch
-    except ImportError:
-        return {}
-    settings: dict[str, Any] = {
-        "torch_num_threads": torch.get_num_threads(),
-        "torch_num_interop_threads": torch.get_num_interop_threads(),
-    }
-    try:
-        settings["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
-    except AttributeError:  # older torch
-        pass
-    return settings
 
 
 def _git_state() -> dict[str, Any]:
@@ -126,31 +67,14 @@ def source_state(paths: list[str]) -> dict[str, dict[str, Any]]:
 def capture_environment(
     packages: dict[str, tuple[str, ...]] | None = None, source_files: list[str] | None = None
 ) -> dict[str, Any]:
-    """Everything needed to interpret a timing taken on this machine, now.
+    """lwprof's environment record plus the source tree's state.
 
     Call it after the benchmark has fixed torch's thread count, so the
     recorded ``torch_num_threads`` is the one the timings ran with.
     ``source_files``: repository files whose exact state matters (see
     :func:`source_state`).
     """
-    load_1min, load_5min, load_15min = os.getloadavg() if hasattr(os, "getloadavg") else (None, None, None)
-    environment: dict[str, Any] = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model(),
-        "machine": platform.machine(),
-        "logical_cores": os.cpu_count(),
-        "usable_cores": usable_cores(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "python_implementation": platform.python_implementation(),
-        "load_average_1min": load_1min,
-        "load_average_5min": load_5min,
-        "load_average_15min": load_15min,
-    }
-    environment.update(_torch_settings())
-    environment["versions"] = {
-        name: package_version(*dists) for name, dists in (packages or DEFAULT_PACKAGES).items()
-    }
+    environment = lwprof_environment(packages)
     environment.update(_git_state())
     if source_files:
         environment["sources"] = source_state(source_files)

@@ -15,13 +15,13 @@ exit, training flags are restored, and the model's parameters are untouched
 from __future__ import annotations
 
 import copy
+import weakref
 from collections import Counter
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.weak import WeakIdKeyDictionary
 
 from lwprof import ops as op_table
 from lwprof.errors import LwprofError
@@ -34,26 +34,54 @@ class ForwardError(LwprofError):
 
 
 def _shape(t: torch.Tensor) -> tuple[int, ...]:
-    return tuple(int(d) for d in t.shape)
+    return tuple(t.shape)
 
 
-def _bytes(tensors: list[torch.Tensor]) -> int:
-    seen: set[int] = set()
-    total = 0
-    for t in tensors:
-        if id(t) not in seen:
-            seen.add(id(t))
-            total += t.numel() * t.element_size()
-    return total
+# What the tracer needs to know about an op overload, looked up once per
+# overload: the dispatch hook runs for every op of every forward, so its cost
+# is the engine's overhead.
+_VIEW, _ALLOCATION, _COUNTED = 0, 1, 2
+
+
+class _OpInfo:
+    __slots__ = ("kind", "name", "short_name", "formula")
+
+    def __init__(self, func: Any):
+        if op_table.is_view_op(func):
+            self.kind = _VIEW
+        elif op_table.is_allocation_op(func):
+            self.kind = _ALLOCATION
+        else:
+            self.kind = _COUNTED
+        self.name = op_table.op_name(func)
+        self.short_name = self.name.removeprefix("aten.")
+        self.formula = op_table.formula_for(func)
+
+
+_op_infos: dict[Any, _OpInfo] = {}
+
+
+def _op_info(func: Any) -> _OpInfo:
+    info = _op_infos.get(func)
+    if info is None:
+        info = _op_infos[func] = _OpInfo(func)
+    return info
 
 
 class _ModuleStack:
     """Names of the modules currently executing, innermost last."""
 
     def __init__(self, model: nn.Module):
-        self.names = {id(m): name for name, m in model.named_modules()}
-        self.leaf = {id(m): not any(True for _ in m.children()) for m in model.modules()}
-        self.types = {id(m): type(m).__name__ for m in model.modules()}
+        # One walk of the module tree serves every lookup the engine makes.
+        self.by_path: dict[str, nn.Module] = {}
+        self.names: dict[int, str] = {}
+        self.leaf: dict[int, bool] = {}
+        self.types: dict[int, str] = {}
+        for name, module in model.named_modules():
+            self.by_path[name] = module
+            self.names[id(module)] = name
+            self.leaf[id(module)] = not module._modules
+            self.types[id(module)] = type(module).__name__
         self.stack: list[int] = []
         self.calls: Counter = Counter()
         self._handles: list[Any] = []
@@ -84,6 +112,14 @@ class _ModuleStack:
         return self.stack[-1] if self.stack else None
 
 
+def _flat_tensors(values: Any, found: list[torch.Tensor]) -> None:
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (list, tuple)):
+            _flat_tensors(value, found)
+
+
 class _OpTracer(TorchDispatchMode):
     """Records every op with its cost, and which earlier op produced each input."""
 
@@ -91,63 +127,108 @@ class _OpTracer(TorchDispatchMode):
         super().__init__()
         self.modules = modules
         self.records: list[OpRecord] = []
-        # op index that produced each live tensor; views map to their base's producer
-        self.producer = WeakIdKeyDictionary()
+        # id(tensor) -> (weak reference, index of the op that produced it);
+        # views map to their base's producer. The weak reference tells a live
+        # tensor from a freed one whose id was reused.
+        self.producer: dict[int, tuple[Any, int]] = {}
         self.inputs_from: list[list[int | None]] = []
+        self._layers: dict[tuple[int | None, str], tuple[str, str]] = {}
+
+    def _producer_of(self, t: torch.Tensor) -> int | None:
+        entry = self.producer.get(id(t))
+        if entry is not None and entry[0]() is t:
+            return entry[1]
+        return None
 
     def _layer_of(self, module_id: int | None, op: str) -> tuple[str, str]:
+        key = (module_id, op)
+        cached = self._layers.get(key)
+        if cached is not None:
+            return cached
         if module_id is None:
-            return f"<root> ({op.removeprefix('aten.')})", ""
-        path = self.modules.names[module_id]
-        if self.modules.leaf[module_id]:
-            return path or "<root>", path
-        return f"{path or '<root>'} ({op.removeprefix('aten.')})", path
+            layer = (f"<root> ({op})", "")
+        else:
+            path = self.modules.names[module_id]
+            if self.modules.leaf[module_id]:
+                layer = (path or "<root>", path)
+            else:
+                layer = (f"{path or '<root>'} ({op})", path)
+        self._layers[key] = layer
+        return layer
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        inputs = op_table.tensors_in(args) + op_table.tensors_in(list(kwargs.values()))
+        inputs: list[torch.Tensor] = []
+        _flat_tensors(args, inputs)
+        if kwargs:
+            _flat_tensors(kwargs.values(), inputs)
         try:
             result = func(*args, **kwargs)
         except Exception as exc:
             self._fail(func, inputs, exc)
-        outputs = op_table.tensors_in(result if isinstance(result, (tuple, list)) else [result])
-        if op_table.is_view_op(func) or op_table.is_allocation_op(func):
-            source = self.producer.get(inputs[0]) if inputs else None
-            if op_table.is_view_op(func) and source is not None:
-                for out in outputs:
-                    self.producer[out] = source
+        info = _op_infos.get(func) or _op_info(func)
+        if isinstance(result, torch.Tensor):
+            outputs = [result]
+        else:
+            outputs = []
+            if isinstance(result, (tuple, list)):
+                _flat_tensors(result, outputs)
+        if info.kind != _COUNTED:
+            if info.kind == _VIEW and inputs:
+                source = self._producer_of(inputs[0])
+                if source is not None:
+                    for out in outputs:
+                        self.producer[id(out)] = (weakref.ref(out), source)
             return result
 
-        name = op_table.op_name(func)
-        formula = op_table.formula_for(func)
+        formula = info.formula
         if formula is not None:
             cost = formula(op_table.OpCall(tuple(args), kwargs, tuple(outputs)))
         else:
             cost = op_table.OpCost(0, 0, op_table.UNSUPPORTED)
-        module_id = self.modules.current()
-        layer, path = self._layer_of(module_id, name)
+        layer, path = self._layer_of(self.modules.current(), info.short_name)
         index = len(self.records)
+        # One pass over the inputs: bytes (each tensor once), shapes, producers.
+        seen: set[int] = set()
+        read = 0
+        input_shapes = []
+        sources: list[int | None] = []
+        for t in inputs:
+            key = id(t)
+            if key not in seen:
+                seen.add(key)
+                read += t.numel() * t.element_size()
+            input_shapes.append(tuple(t.shape))
+            entry = self.producer.get(key)
+            sources.append(entry[1] if entry is not None and entry[0]() is t else None)
         # An in-place op's output is its first input: read once, written once.
-        written = _bytes(outputs)
+        written = 0
+        output_shapes = []
+        seen.clear()
+        for out in outputs:
+            key = id(out)
+            if key not in seen:
+                seen.add(key)
+                written += out.numel() * out.element_size()
+            output_shapes.append(tuple(out.shape))
+            self.producer[key] = (weakref.ref(out), index)
         record = OpRecord(
             index=index,
-            op=name,
+            op=info.name,
             layer=layer,
             module_path=path,
             op_class=cost.op_class,
             macs=int(cost.macs),
             flops=int(cost.flops),
-            bytes_read=_bytes(inputs),
+            bytes_read=read,
             bytes_written=written,
             supported=formula is not None,
-            input_shapes=tuple(_shape(t) for t in inputs),
-            output_shapes=tuple(_shape(t) for t in outputs),
+            input_shapes=tuple(input_shapes),
+            output_shapes=tuple(output_shapes),
+            memory_bytes_fused=read + written,
         )
-        record.memory_bytes_fused = record.memory_bytes
         self.records.append(record)
-        self.inputs_from.append([self.producer.get(t) for t in inputs])
-        for out in outputs:
-            self.producer[out] = index
+        self.inputs_from.append(sources)
         return result
 
     def _fail(self, func: Any, inputs: list[torch.Tensor], exc: Exception) -> None:
@@ -169,7 +250,7 @@ def _is_leaf_row(rec: OpRecord) -> bool:
 
 
 def _aggregate(records: list[OpRecord], modules: _ModuleStack, model: nn.Module) -> list[LayerCost]:
-    by_path = {name: m for name, m in model.named_modules()}
+    by_path = modules.by_path
     layers: dict[str, LayerCost] = {}
     class_weight: dict[str, dict[str, tuple[int, int]]] = {}
     seen_params: set[int] = set()
@@ -188,7 +269,9 @@ def _aggregate(records: list[OpRecord], modules: _ModuleStack, model: nn.Module)
             )
             if is_leaf_row:
                 layer.calls = modules.calls[id(module)]
-                for p in module.parameters(recurse=False):
+                for p in module._parameters.values():
+                    if p is None:
+                        continue
                     if id(p) not in seen_params:
                         seen_params.add(id(p))
                         layer.params += p.numel()
@@ -225,22 +308,27 @@ def profile_module(
     name: str | None = None,
 ) -> ModelProfile:
     """Analyse ``model`` on one random input of ``input_shape`` (eval mode, no grad)."""
-    float_params = [p for p in model.parameters() if p.is_floating_point()]
-    if float_params and float_params[0].dtype != dtype:
+    first_float = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if first_float is not None and first_float.dtype != dtype:
         model = copy.deepcopy(model).to(dtype)
     x = _prepare_input(model, tuple(input_shape), dtype)
-    training = {m: m.training for m in model.modules()}
-    model.eval()
+    modules = _ModuleStack(model)
+    # eval() for the pass, touching (and restoring) only modules in training.
+    training = [m for m in modules.by_path.values() if m.training]
+    for module in training:
+        module.training = False
     try:
-        with torch.no_grad(), _ModuleStack(model) as modules, _OpTracer(modules) as tracer:
+        with torch.no_grad(), modules, _OpTracer(modules) as tracer:
             model(x)
     finally:
-        for module, flag in training.items():
-            module.training = flag
+        for module in training:
+            module.training = True
     apply_fusion(tracer.records, tracer.inputs_from)
     layers = _aggregate(tracer.records, modules, model)
     unsupported = Counter(rec.op for rec in tracer.records if not rec.supported)
-    params = sum(p.numel() for p in model.parameters())
+    # Each parameter tensor once, even when modules share it.
+    unique = {id(p): p for m in modules.by_path.values() for p in m._parameters.values() if p is not None}
+    params = sum(p.numel() for p in unique.values())
     return ModelProfile(
         model=name or type(model).__name__,
         input_shape=tuple(input_shape),
