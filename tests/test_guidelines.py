@@ -1,0 +1,98 @@
+"""ShuffleNet V2 guideline benchmarks: exact counts per configuration, FLOPs
+equalisation, and the verdict logic on synthetic measurements."""
+
+import pytest
+
+import lwprof
+from lwprof.guideline_nets import configs, get_table, table_numbers
+from lwprof.guidelines import FAILS, HOLDS, INCONCLUSIVE, compare, overall
+from lwprof.measure import Stats
+
+
+def count(cfg):
+    net = cfg.build()
+    return lwprof.analyze(net, input_shape=cfg.input_shape(1))
+
+
+def conv_rows(profile):
+    return [layer for layer in profile.layers if layer.macs]
+
+
+def test_table1_gpu_1to1_exact():
+    (cfg,) = [c for c in configs(1, "gpu", (1,)) if c.row == "1:1"]
+    profile = count(cfg)
+    convs = conv_rows(profile)
+    assert len(convs) == 20  # 10 blocks of two 1x1 convs
+    for layer in convs:
+        assert layer.macs == 51_380_224  # 56*56*128*128
+        assert layer.memory_bytes == 819_200 * 4  # 56*56*(128+128) + 128*128 elements, fp32
+
+
+def test_table1_gpu_1to12_exact():
+    (cfg,) = [c for c in configs(1, "gpu", (1,)) if c.row == "1:12"]
+    convs = conv_rows(count(cfg))
+    assert convs[0].macs == 48_771_072  # 56*56*36*432
+    assert convs[0].memory_bytes == 1_483_200 * 4  # 56*56*(36+432) + 36*432 elements
+    assert convs[1].macs == 48_771_072  # 56*56*432*36, the way back
+
+
+def test_table2_group_conv_exact():
+    (cfg,) = [c for c in configs(2, "gpu", (1,)) if c.row == "g=8"]
+    layer = conv_rows(count(cfg))[0]
+    assert layer.macs == 50_803_200  # 56*56*360*(360/8)
+    assert layer.memory_bytes == (3136 * 720 + 360 * 45) * 4  # hw(c1+c2) + c1*c2/g = 2,274,120 elements
+
+
+def test_table2_arm_g8_width_is_divisible():
+    (cfg,) = [c for c in configs(2, "arm", (1,)) if c.row == "g=8"]
+    assert cfg.widths == {"c": 184}  # the paper's 180 does not split into 8 groups
+    assert [c.widths["c"] for c in configs(2, "arm", (2,))] == [128, 180, 256, 360]  # the paper's x2 widths
+
+
+def test_table4_elementwise_ops_add_memory_not_macs():
+    rows = {c.row: count(c).totals for c in configs(4, "arm", (1,))}
+    macs = {totals["macs"] for totals in rows.values()}
+    assert macs == {34_119_680}  # 10 x 56*56*(32*8 + 8*8*9 + 8*32) = 10 x 3,411,968
+    full, bare = rows["ReLU yes, shortcut yes"], rows["ReLU no, shortcut no"]
+    # 10 units x (3 ReLUs in place: 2*(8+8+32) channels + add: 3*32 channels) x 56*56 x 4 bytes
+    assert full["memory_bytes"] - bare["memory_bytes"] == 10 * (2 * 48 + 96) * 3136 * 4
+
+
+@pytest.mark.parametrize("table", table_numbers())
+@pytest.mark.parametrize("config", ["gpu", "arm"])
+def test_flops_are_equalised_within_each_table(table, config):
+    for scale in (1, 2, 4):
+        flops = [count(c).totals["macs"] for c in configs(table, config, (scale,))]
+        spread = max(flops) / min(flops) - 1
+        # integer widths: the paper's own leave 5.8% (Table 1 ARM: 2*22*44 = 1,936 vs 2*32*32 = 2,048 per pixel)
+        assert spread < 0.06, (table, config, scale, flops)
+
+
+@pytest.mark.parametrize("table", [1, 2, 3])
+def test_memory_access_ordering_matches_the_guideline(table):
+    spec = get_table(table)
+    faster, slower = spec.prediction
+    by_row = {c.row: count(c).totals["memory_bytes"] for c in configs(table, "arm", (1,))}
+    assert by_row[faster] < by_row[slower]
+
+
+def stats(median, spread, n=21):
+    # n samples evenly spread around the median
+    return Stats.of([median + spread * (i - n // 2) / (n // 2) for i in range(n)])
+
+
+def test_verdict_clear_win_clear_loss_overlap():
+    fast, slow = stats(1.0, 0.05), stats(2.0, 0.05)
+    assert compare(fast, slow, 1, "a", "b").verdict == HOLDS
+    assert compare(slow, fast, 1, "a", "b").verdict == FAILS
+    assert compare(stats(1.0, 0.5), stats(1.1, 0.5), 1, "a", "b").verdict == INCONCLUSIVE
+    comparison = compare(fast, slow, 2, "1:1", "1:12")
+    assert comparison.speedup == 2.0
+    assert "x2: 1:1 1000.000 ms" in comparison.describe()
+
+
+def test_overall_verdict_over_scales():
+    assert overall([HOLDS, INCONCLUSIVE, HOLDS]) == HOLDS
+    assert overall([FAILS, INCONCLUSIVE]) == FAILS
+    assert overall([HOLDS, FAILS]) == INCONCLUSIVE
+    assert overall([INCONCLUSIVE]) == INCONCLUSIVE
