@@ -28,6 +28,7 @@ import re
 import sys
 import sysconfig
 import traceback
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -144,8 +145,16 @@ def _looks_like_path(text: str) -> bool:
 def _load_zoo(name: str) -> LoadedModel:
     from lwprof.models import get_model_info
 
+    import torch
+
     info = get_model_info(name)  # UnknownModelError (with suggestions) propagates
-    return LoadedModel(info.name, "torch", info.builder(), None, info.input_shape, "zoo")
+    # Weights are random but the same on every load (seeded by the name), so an
+    # ONNX export cached by an earlier run holds this very model; the caller's
+    # random state is left untouched.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(info.name.encode()))
+        module = info.builder()
+    return LoadedModel(info.name, "torch", module, None, info.input_shape, "zoo")
 
 
 # ---------------------------------------------------------------- ONNX

@@ -45,11 +45,12 @@ checked before reuse.
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from lwprof.errors import LwprofError
 from lwprof.onnx_ops import eager_op_name
@@ -78,6 +79,32 @@ def one_line(exc: BaseException) -> str:
 
 # ---------------------------------------------------------------------------
 # Export
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the TorchScript exporter off stdout, where results go.
+
+    Its logging context tests the *function* ``_jit_is_onnx_log_enabled``
+    for truth rather than calling it (torch 2.13), so logging is always on
+    during an export, and a failed export dumps the whole TorchScript graph to
+    C++ ``std::cout``. The one-line reason is all lwprof reports, so the
+    Python-side dump is dropped and the C++ log goes to stderr.
+    """
+    import torch
+
+    c_module = torch._C
+    original = getattr(c_module, "_jit_onnx_log", None)
+    set_stream = getattr(c_module, "_jit_set_onnx_log_output_stream", None)
+    if set_stream is not None:
+        set_stream("stderr")
+    if original is not None:
+        c_module._jit_onnx_log = lambda *args: None
+    try:
+        yield
+    finally:
+        if original is not None:
+            c_module._jit_onnx_log = original
+
 
 
 def export_cache_key(model_name: str, input_shape: Sequence[int], opset: int = DEFAULT_OPSET) -> str:
@@ -139,7 +166,7 @@ def export_onnx(
     training = {m: m.training for m in module.modules()}
     module.eval()
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter():
             warnings.simplefilter("ignore")  # the exporter's deprecation notice
             torch.onnx.export(
                 module,

@@ -543,3 +543,14 @@ def test_errors_inside_the_users_file_name_the_file(tmp_path, source, expected):
     assert message.startswith(f"importing {path} failed")
     assert expected.format(path=path) in message
     assert not any(name.startswith("_lwprof_user_user_model_") for name in sys.modules)
+
+
+def test_zoo_weights_are_the_same_on_every_load_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    first = load_model("pplcnet_025").module
+    second = load_model("pplcnet_025").module
+    assert torch.rand(1) == expected_next  # the caller's random stream did not move
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
