@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 
 demo: setup
-	$(BIN)/lwprof zoo
+	$(BIN)/lwprof profile mobilenetv3 --device cpu
 
 test: setup
 	$(BIN)/python -m pytest

@@ -27,6 +27,11 @@ app = typer.Typer(
     rich_markup_mode="rich",
 )
 
+class Device(str, enum.Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 # Shared option types: every command spells these the same way.
 FormatOption = Annotated[
     OutputFormat,
@@ -38,7 +43,22 @@ InputShapeOption = Annotated[
     Optional[str],
     typer.Option("--input-shape", help="Input shape, e.g. 1,3,224,224 (default: the model's own)."),
 ]
-BatchSizeOption = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Replace the batch dimension.")]
+BatchSizeOption = Annotated[
+    Optional[str],
+    typer.Option("--batch-size", help="Replace the batch dimension; measurements take a list, e.g. 1,8,32."),
+]
+DeviceOption = Annotated[Device, typer.Option("--device", "-d", help="Where to measure: cpu, or cuda when available.")]
+BackendOption = Annotated[
+    Optional[str],
+    typer.Option("--backend", "-b", help="Comma-separated runtimes to measure: torch, onnxruntime (default: both)."),
+]
+ThreadsOption = Annotated[
+    Optional[int], typer.Option("--threads", min=1, help="CPU threads for every backend (default: all physical cores).")
+]
+CacheDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--cache-dir", help="ONNX exports and device peaks (default: $LWPROF_CACHE_DIR or ~/.cache/lwprof)."),
+]
 OutOption = Annotated[
     Optional[Path],
     typer.Option("--out", help="Also write the result files (layers.csv, profile.json) into this directory."),
@@ -131,30 +151,88 @@ def profile(
     ],
     analytic: Annotated[
         bool,
-        typer.Option("--analytic", help="Count only, without measuring latency (currently the only mode)."),
+        typer.Option("--analytic", help="Count only: no latency, no run directory."),
     ] = False,
+    device: DeviceOption = Device.cpu,
+    backend: BackendOption = None,
     input_shape: InputShapeOption = None,
     batch_size: BatchSizeOption = None,
+    threads: ThreadsOption = None,
+    min_time: Annotated[
+        float, typer.Option("--min-time", min=0.0, help="Seconds to keep timing each backend at least.")
+    ] = 1.0,
+    max_time: Annotated[
+        float, typer.Option("--max-time", min=0.0, help="Seconds to time each backend at most.")
+    ] = 5.0,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 3,
+    layer_runs: Annotated[
+        int, typer.Option("--layer-runs", min=0, help="Forward passes timed layer by layer per backend (0: none).")
+    ] = 20,
+    reports_dir: Annotated[
+        Path, typer.Option("--reports-dir", help="Where run directories <model>-<device>-<timestamp>/ are created.")
+    ] = Path("reports"),
+    cache_dir: CacheDirOption = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the time-share and roofline plots.")] = True,
     dtype: Annotated[DType, typer.Option("--dtype", help="Element type of weights and activations.")] = DType.float32,
     depth: Annotated[
         Optional[int], typer.Option("--depth", min=1, help="Roll layers up to module paths of this many components.")
     ] = None,
-    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show only the first N rows (after --sort).")] = None,
+    top: Annotated[
+        Optional[int],
+        typer.Option("--top", min=1, help="Show only the first N rows (after --sort); measured: top layers by time (default 10)."),
+    ] = None,
     sort: Annotated[SortKey, typer.Option("--sort", help="Row order: execution order or a descending quantity.")] = SortKey.order,
     fmt: FormatOption = OutputFormat.table,
-    out: OutOption = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--out",
+            help="With --analytic: also write layers.csv and profile.json here. Measured: use this (new or empty) "
+            "directory as the run directory.",
+        ),
+    ] = None,
     crosscheck: Annotated[
         bool,
         typer.Option("--crosscheck", help="Show thop's and PyTorch FlopCounterMode's totals beside lwprof's, and what each counts."),
     ] = False,
 ) -> None:
-    """Per-layer FLOPs, MACs, params and memory access (eager and fused) of a model."""
+    """What a model costs: per-layer FLOPs, MACs, params and memory access, and (unless --analytic) its real
+    latency on each backend, per layer, on the device's roofline, saved in a run directory."""
+    if not analytic:
+        from lwprof.latency_command import run_latency_profile
+
+        if crosscheck or depth is not None or sort is not SortKey.order or dtype is not DType.float32:
+            raise LwprofError("--crosscheck, --depth, --sort and --dtype apply to --analytic (measurements run float32)")
+        code = run_latency_profile(
+            spec,
+            device=device.value,
+            backends=backend,
+            batch_sizes=batch_size,
+            input_shape=input_shape,
+            threads=threads,
+            min_time=min_time,
+            max_time=max_time,
+            warmup=warmup,
+            layer_runs=layer_runs,
+            top=top or 10,
+            fmt=fmt,
+            out=out,
+            reports_dir=reports_dir,
+            cache_dir=cache_dir,
+            plots=plots,
+        )
+        raise typer.Exit(code)
+
+    from lwprof.latency_command import parse_batch_sizes
     from lwprof.profile_command import run_profile
 
+    sizes = parse_batch_sizes(batch_size)
+    if len(sizes) > 1:
+        raise LwprofError("--analytic counts one input: give one --batch-size")
     run_profile(
         spec,
         input_shape=input_shape,
-        batch_size=batch_size,
+        batch_size=sizes[0],
         dtype=dtype.value,
         depth=depth,
         top=top,
@@ -163,6 +241,82 @@ def profile(
         out=out,
         crosscheck=crosscheck,
     )
+
+
+@app.command()
+@user_errors
+def device(
+    device: DeviceOption = Device.cpu,
+    backend: BackendOption = None,
+    threads: ThreadsOption = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Measure again even when cached.")] = False,
+    cache_dir: CacheDirOption = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Peak compute (large GEMM) and memory bandwidth (large copy) of this device per backend: the roofline."""
+    from lwprof.device_command import run_device
+
+    run_device(device=device.value, backends=backend, threads=threads, refresh=refresh, cache_dir=cache_dir, fmt=fmt)
+
+
+class HardwareConfig(str, enum.Enum):
+    gpu = "gpu"
+    arm = "arm"
+
+
+class Merge(str, enum.Enum):
+    concat = "concat"
+    add = "add"
+
+
+@app.command()
+@user_errors
+def guidelines(
+    tables: Annotated[
+        Optional[str], typer.Option("--tables", "-t", help="Comma-separated tables of the paper: 1,2,3,4 (default: all).")
+    ] = None,
+    device: DeviceOption = Device.cpu,
+    backend: BackendOption = None,
+    config: Annotated[
+        Optional[HardwareConfig],
+        typer.Option("--config", help="The paper's channel widths and batch: arm (batch 1) or gpu (batch 8). Default: arm on cpu, gpu on cuda."),
+    ] = None,
+    scales: Annotated[Optional[str], typer.Option("--scales", help="Channel-width scales: 1,2,4 (default: all; --quick: 1).")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="x1 scale only and short budgets (a few minutes).")] = False,
+    threads: ThreadsOption = None,
+    min_time: Annotated[Optional[float], typer.Option("--min-time", min=0.0, help="Seconds to time each network at least.")] = None,
+    max_time: Annotated[Optional[float], typer.Option("--max-time", min=0.0, help="Seconds to time each network at most.")] = None,
+    merge: Annotated[
+        Merge, typer.Option("--merge", help="How Table 3's parallel fragments are merged (the paper does not say).")
+    ] = Merge.concat,
+    fmt: FormatOption = OutputFormat.table,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="Results folder (default reports/guidelines-<device>); a folder with earlier results resumes them."),
+    ] = None,
+    cache_dir: CacheDirOption = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write one plot per table.")] = True,
+) -> None:
+    """Check ShuffleNet V2's guidelines G1-G4 on this machine, beside the paper's Tables 1-4."""
+    from lwprof.guidelines import run_guidelines
+
+    code = run_guidelines(
+        tables=tables,
+        device=device.value,
+        backends=backend,
+        config=config.value if config else None,
+        scales=scales,
+        quick=quick,
+        threads=threads,
+        min_time=min_time,
+        max_time=max_time,
+        out=out,
+        cache_dir=cache_dir,
+        merge=merge.value,
+        fmt=fmt,
+        plots=plots,
+    )
+    raise typer.Exit(code)
 
 
 def main() -> None:

@@ -96,3 +96,52 @@ def test_overall_verdict_over_scales():
     assert overall([FAILS, INCONCLUSIVE]) == FAILS
     assert overall([HOLDS, FAILS]) == INCONCLUSIVE
     assert overall([INCONCLUSIVE]) == INCONCLUSIVE
+
+
+# ---------------------------------------------------------------------------
+# The command, end to end on tiny budgets
+
+import json  # noqa: E402
+
+from typer.testing import CliRunner  # noqa: E402
+
+from lwprof.cli import app  # noqa: E402
+
+
+def run_cli(*args):
+    return CliRunner().invoke(app, ["guidelines", *args], env={"COLUMNS": "250"})
+
+
+def test_quick_run_writes_tables_json_and_resumes(tmp_path):
+    out = tmp_path / "g"
+    args = ["--quick", "--tables", "2", "--min-time", "0", "--max-time", "0.02", "--out", str(out), "--cache-dir", str(tmp_path / "cache")]
+    result = run_cli(*args, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["config"] == "arm" and payload["scales"] == [1]
+    assert {(r["row"], r["backend"]) for r in payload["results"]} == {
+        (row, backend) for row in ("g=1", "g=2", "g=4", "g=8") for backend in ("torch", "onnxruntime")
+    }
+    (first,) = [r for r in payload["results"] if r["row"] == "g=1" and r["backend"] == "torch"]
+    assert first["macs"] == 128_450_560  # 10 x 56*56*64*64
+    assert first["measured_normalized"] == 1.0 and first["paper_normalized"] == 1.0
+    assert {v["guideline"] for v in payload["verdicts"]} == {"G2"}
+    assert all(v["verdict"] in ("holds", "does not hold", "inconclusive") for v in payload["verdicts"])
+    assert any("batch 8" in a for a in payload["assumptions"])
+    assert payload["environment"]["cpu_model"]
+    assert (out / "table2.csv").read_text().splitlines()[0].startswith("table,row,config,scale,backend")
+    assert (out / "table2.png").stat().st_size > 0 and (out / "table2.svg").stat().st_size > 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    # a second run resumes: nothing is measured again
+    again = run_cli(*args, "--format", "csv")
+    assert again.exit_code == 0, again.stderr
+    assert "resumed: 8 measurements" in again.stderr
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+    assert len(again.stdout.strip().splitlines()) == 1 + 8
+
+
+def test_bad_table_and_cuda_are_one_line_errors(tmp_path):
+    result = run_cli("--tables", "5", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "--tables '5'" in result.stderr

@@ -1,0 +1,62 @@
+"""``lwprof device``: this machine's roofline per backend (cached by fingerprint)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lwprof import output
+from lwprof.output import Column, OutputFormat
+
+
+def device_rows(device: str, backends: list[str], threads: int, refresh: bool, cache_dir: Path | None) -> list[dict[str, Any]]:
+    from lwprof.backends import get_backend
+    from lwprof.roofline import load_or_measure
+
+    rows = []
+    for name in backends:
+        reason = get_backend(name).unavailable_reason(device)
+        if reason is not None:
+            output.warn(f"{name}: skipped ({reason})")
+            continue
+        with output.stderr.status(f"{name}: measuring peak GEMM and copy bandwidth on {device} ({threads} threads)"):
+            peaks, cached = load_or_measure(name, device, threads, cache_dir=cache_dir, refresh=refresh)
+        rows.append(
+            {
+                "backend": name,
+                "device": device,
+                "threads": threads,
+                "peak_flops_per_s": peaks.peak_flops_per_s,
+                "bandwidth_bytes_per_s": peaks.bandwidth_bytes_per_s,
+                "ridge_intensity_flops_per_byte": peaks.ridge_intensity,
+                "gemm_kernel": peaks.gemm.get("kernel"),
+                "copy_kernel": peaks.copy.get("kernel"),
+                "source": "cached" if cached else "measured",
+                "measured_at": peaks.measured_at,
+                "fingerprint": peaks.fingerprint,
+            }
+        )
+    return rows
+
+
+def run_device(*, device: str, backends: str | None, threads: int | None, refresh: bool, cache_dir: Path | None, fmt: OutputFormat) -> None:
+    from lwprof.backends import check_device
+    from lwprof.environment import physical_cores
+    from lwprof.latency_command import parse_backends
+
+    check_device(device)
+    rows = device_rows(device, parse_backends(backends), threads or physical_cores(), refresh, cache_dir)
+    columns = [
+        Column("backend", "backend"),
+        Column("device", "device"),
+        Column("threads", "threads", str, "right"),
+        Column("peak_flops_per_s", "peak GFLOP/s", lambda v: f"{v / 1e9:.1f}", "right"),
+        Column("bandwidth_bytes_per_s", "bandwidth GB/s", lambda v: f"{v / 1e9:.1f}", "right"),
+        Column("ridge_intensity_flops_per_byte", "ridge FLOP/byte", lambda v: f"{v:.2f}", "right"),
+        Column("source", "source"),
+        Column("measured_at", "measured at"),
+        Column("fingerprint", "fingerprint"),
+    ]
+    if fmt is OutputFormat.csv:
+        columns = [Column(k, k) for k in rows[0]] if rows else columns
+    output.emit(rows, columns, fmt, title=f"roofline of {device}")

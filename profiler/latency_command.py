@@ -1,0 +1,718 @@
+"""``lwprof profile MODEL --device cpu|cuda``: the main job.
+
+Count the model (the analytic table), measure its end-to-end latency on every
+selected backend, time it layer by layer, place layers and model on the
+device's roofline, and write a run directory::
+
+    reports/<model>-<device>-<timestamp>/
+        layers.csv     analytic counts joined with per-layer time per backend
+        latency.csv    raw end-to-end samples (one row per timed run)
+        profile.json   totals, statistics, output checks, peaks, environment
+        time_share.png/.svg, roofline.png/.svg
+
+Files are rewritten after every backend finishes, so Ctrl-C leaves what was
+measured so far, marked ``"partial": true`` (and a ``PARTIAL`` file).
+
+Joining rows: torch rows carry the analytic layer names already. An ONNX
+Runtime node that fused several layers is one timing row; its time is shown
+on the first layer it covers, the others name it in
+``onnxruntime_fused_into``, and its achieved rates and roofline use the sum of
+the covered layers' counts. Roofline bytes: eager memory access for torch
+(every op goes through memory), fused memory access for ONNX Runtime (its
+fused kernels keep the intermediate tensors out of memory).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lwprof import output
+from lwprof.errors import LwprofError
+from lwprof.measure import Budget, Measurement
+from lwprof.output import Column, OutputFormat
+
+DEFAULT_BACKENDS = ("torch", "onnxruntime")
+DEFAULT_REPORTS_DIR = Path("reports")
+EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class BackendResult:
+    """Everything one backend produced for one batch size."""
+
+    backend: str
+    batch_size: int
+    skipped: str | None = None
+    measurement: Measurement | None = None
+    output_check: dict[str, Any] | None = None
+    layer_rows: list[Any] = field(default_factory=list)
+    layer_pass_s: float | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def layer_sum_s(self) -> float | None:
+        return sum(row.stats.median for row in self.layer_rows) if self.layer_rows else None
+
+
+def parse_backends(text: str | None) -> list[str]:
+    from lwprof.backends import get_backend
+
+    names = [part.strip() for part in (text or ",".join(DEFAULT_BACKENDS)).split(",") if part.strip()]
+    if not names:
+        raise LwprofError("--backend needs at least one backend name")
+    for name in names:
+        get_backend(name)  # raises with suggestions
+    return list(dict.fromkeys(names))
+
+
+def parse_batch_sizes(text: str | None) -> list[int | None]:
+    if text is None:
+        return [None]
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise LwprofError(f"--batch-size '{text}' must be positive integers separated by commas, e.g. 1,8,32")
+        sizes.append(int(part))
+    return list(dict.fromkeys(sizes))
+
+
+def run_directory(reports_dir: Path, model: str, device: str, now: datetime.datetime | None = None) -> Path:
+    """A new directory ``<model>-<device>-<timestamp>``; never an existing one."""
+    now = now or datetime.datetime.now()
+    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", model).strip("_") or "model"
+    base = reports_dir / f"{safe}-{device}-{now.strftime('%Y%m%d-%H%M%S')}"
+    candidate, suffix = base, 1
+    while True:
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            suffix += 1
+            candidate = base.with_name(f"{base.name}-{suffix}")
+
+
+def _claim_out_dir(out: Path) -> Path:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise LwprofError(f"--out {out} already exists and is not empty: a run directory is never overwritten")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+class LatencyJob:
+    """One ``lwprof profile --device`` run; state is written as it grows."""
+
+    def __init__(
+        self,
+        spec: str,
+        *,
+        device: str,
+        backends: list[str],
+        batch_sizes: list[int | None],
+        input_shape: tuple[int, ...] | None,
+        threads: int,
+        budget: Budget,
+        layer_runs: int,
+        cache_dir: Path | None,
+        reports_dir: Path,
+        out: Path | None,
+    ):
+        self.spec = spec
+        self.device = device
+        self.backends = backends
+        self.batch_sizes = batch_sizes
+        self.input_shape = input_shape
+        self.threads = threads
+        self.budget = budget
+        self.layer_runs = layer_runs
+        self.cache_dir = cache_dir
+        self.reports_dir = reports_dir
+        self.out = out
+        self.run_dir: Path | None = None
+        self.model_name = spec
+        self.profiles: dict[int, Any] = {}  # batch size -> ModelProfile
+        self.shapes: dict[int, tuple[int, ...]] = {}
+        self.results: list[BackendResult] = []
+        self.peaks: dict[str, Any] = {}
+        self.peak_notes: dict[str, str] = {}
+        self.environment: dict[str, Any] = {}
+        self.partial = False
+        self.timings: dict[str, float] = {"load_s": 0.0, "analysis_s": 0.0, "peaks_s": 0.0, "prepare_s": 0.0, "measure_s": 0.0, "layers_s": 0.0}
+
+    # -- the job -------------------------------------------------------------
+
+    def run(self) -> None:
+        from lwprof.backends import check_device
+        from lwprof.environment import capture_environment
+
+        check_device(self.device)
+        from lwprof.loader import load_model
+
+        first = True
+        try:
+            for batch_size in self.batch_sizes:
+                started = time.perf_counter()
+                loaded = load_model(self.spec, input_shape=self.input_shape, batch_size=batch_size)
+                self.timings["load_s"] += time.perf_counter() - started
+                if first:
+                    self.model_name = loaded.name
+                    self.run_dir = _claim_out_dir(self.out) if self.out else run_directory(self.reports_dir, loaded.name, self.device)
+                    output.info(f"run directory: {self.run_dir}")
+                    self._set_threads()
+                    self.environment = capture_environment()
+                    self._measure_peaks()
+                    first = False
+                size = loaded.input_shape[0]
+                self.shapes[size] = loaded.input_shape
+                started = time.perf_counter()
+                output.info(f"counting {loaded.name} on input {'x'.join(map(str, loaded.input_shape))}")
+                self.profiles[size] = _analyze(loaded)
+                self.timings["analysis_s"] += time.perf_counter() - started
+                self._measure_backends(loaded, size)
+                self.write()
+                if self.partial:
+                    break
+        except KeyboardInterrupt:
+            self.partial = True
+        if self.run_dir is not None:
+            self.write()
+
+    def _set_threads(self) -> None:
+        import torch
+
+        if self.device == "cpu":
+            torch.set_num_threads(self.threads)
+
+    def _measure_peaks(self) -> None:
+        from lwprof.roofline import load_or_measure
+
+        started = time.perf_counter()
+        for backend in self.backends:
+            if _backend_unavailable(backend, self.device) is not None:
+                continue
+            try:
+                with output.stderr.status(f"measuring {backend} peak compute and bandwidth on {self.device}"):
+                    peaks, cached = load_or_measure(backend, self.device, self.threads, cache_dir=self.cache_dir)
+            except LwprofError as exc:
+                self.peak_notes[backend] = str(exc)
+                output.warn(f"{backend}: no roofline ({exc})")
+                continue
+            self.peaks[backend] = peaks
+            self.peak_notes[backend] = "cached" if cached else "measured"
+        self.timings["peaks_s"] += time.perf_counter() - started
+
+    def _measure_backends(self, loaded: Any, batch_size: int) -> None:
+        from lwprof.backends import BackendSkipped, compare_outputs, example_input, get_backend
+
+        x = example_input(loaded.input_shape)
+        reference: tuple[str, list[Any]] | None = None
+        for name in self.backends:
+            result = BackendResult(backend=name, batch_size=batch_size)
+            self.results.append(result)
+            reason = _backend_unavailable(name, self.device)
+            if reason is not None:
+                result.skipped = reason
+                output.warn(f"{name}: skipped ({reason})")
+                continue
+            backend = get_backend(name)
+            started = time.perf_counter()
+            try:
+                with output.stderr.status(f"{name}: preparing {loaded.name} (batch {batch_size})"):
+                    session = backend.prepare(loaded, x, self.device, self.threads, self.cache_dir or _default_cache_dir())
+            except BackendSkipped as exc:
+                result.skipped = str(exc)
+                output.warn(f"{name}: skipped ({exc})")
+                continue
+            finally:
+                self.timings["prepare_s"] += time.perf_counter() - started
+            try:
+                result.info = dict(session.info)
+                outputs = session.outputs()
+                if reference is None:
+                    reference = (name, outputs)
+                    check = compare_outputs(outputs, outputs)
+                    result.output_check = {"reference": name, **_check_dict(check)}
+                else:
+                    check = compare_outputs(reference[1], outputs)
+                    result.output_check = {"reference": reference[0], **_check_dict(check)}
+                    if not check.allclose:
+                        result.warnings.append(f"{name}: outputs differ from {reference[0]}: {check.describe()}")
+                if check.nonfinite:
+                    result.warnings.append(f"{name}: the model's outputs contain NaN or Inf")
+                self._time(session, result, loaded.name)
+                if not self.partial:
+                    self._time_layers(session, result)
+            finally:
+                session.close()
+            for note in result.warnings + (result.measurement.warnings() if result.measurement else []):
+                output.warn(note)
+            self.write()
+            if self.partial:
+                return
+
+    def _time(self, session: Any, result: BackendResult, model: str) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from lwprof.measure import run_timed
+
+        label = f"{result.backend} {self.device} batch {result.batch_size}"
+        started = time.perf_counter()
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[samples]} runs"),
+            TimeElapsedColumn(),
+            console=output.stderr,
+            transient=True,
+        ) as progress:
+            task = progress.add_task(f"timing {label}", total=self.budget.max_time_s, samples=0)
+
+            def on_sample(count: int, elapsed: float) -> None:
+                progress.update(task, completed=min(elapsed, self.budget.max_time_s), samples=count)
+
+            samples, interrupted = run_timed(session.run, self.budget, session.timer, on_sample)
+        self.timings["measure_s"] += time.perf_counter() - started
+        if interrupted:
+            self.partial = True
+        if samples:
+            result.measurement = Measurement(
+                label=label,
+                samples_s=tuple(samples),
+                metadata={"model": model, "backend": result.backend, "device": self.device, "batch_size": result.batch_size, "threads": self.threads},
+                environment=self.environment,
+                partial=interrupted,
+            )
+            stats = result.measurement.stats
+            output.info(f"{label}: median {stats.median * 1e3:.3f} ms over {stats.n} runs")
+
+    def _time_layers(self, session: Any, result: BackendResult) -> None:
+        if self.layer_runs < 1:
+            return
+        started = time.perf_counter()
+        try:
+            with output.stderr.status(f"{result.backend}: timing layers ({self.layer_runs} runs)"):
+                rows = session.layer_timings(self.layer_runs)
+        except KeyboardInterrupt:
+            self.partial = True
+            return
+        except LwprofError as exc:
+            result.warnings.append(f"{result.backend}: no per-layer times ({exc})")
+            return
+        finally:
+            elapsed = time.perf_counter() - started
+            self.timings["layers_s"] += elapsed
+        result.layer_rows = list(rows)
+        # Each layer-timed pass, warm-up included, against one plain pass.
+        result.layer_pass_s = elapsed / (self.layer_runs + 1)
+
+    # -- results -------------------------------------------------------------
+
+    def summary(self) -> list[dict[str, Any]]:
+        rows = []
+        for result in self.results:
+            row: dict[str, Any] = {"backend": result.backend, "device": self.device, "batch_size": result.batch_size}
+            if result.measurement is None:
+                row["skipped"] = result.skipped or ("interrupted before timing" if self.partial else "not measured")
+                rows.append(row)
+                continue
+            stats = result.measurement.stats
+            row.update(stats.as_dict())
+            row["throughput_items_per_s"] = result.batch_size / stats.median if stats.median else None
+            profile = self.profiles.get(result.batch_size)
+            if profile is not None:
+                totals = profile.totals
+                memory = _roofline_bytes(result.backend, totals["memory_bytes"], totals["memory_bytes_fused"])
+                row.update(_roofline_columns(totals["flops"], memory, stats.median, self.peaks.get(result.backend), prefix=""))
+            row["layer_sum_s"] = result.layer_sum_s
+            row["layer_sum_vs_end_to_end"] = result.layer_sum_s / stats.median if result.layer_sum_s and stats.median else None
+            row["layer_pass_overhead"] = result.layer_pass_s / stats.median if result.layer_pass_s and stats.median else None
+            check = result.output_check
+            if check is not None and check["reference"] != result.backend:
+                row["outputs_vs"] = check["reference"]
+                row["max_abs_diff"] = check["max_abs_diff"]
+                row["max_rel_diff"] = check["max_rel_diff"]
+                row["outputs_allclose"] = check["allclose"]
+            elif check is not None:
+                row["outputs_vs"] = "(reference)"
+            row["skipped"] = ""
+            rows.append(row)
+        return rows
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        table = []
+        for batch_size, profile in self.profiles.items():
+            results = [r for r in self.results if r.batch_size == batch_size and r.layer_rows]
+            table.extend(join_layers(profile, results, self.peaks, batch_size))
+        return table
+
+    def payload(self) -> dict[str, Any]:
+        first = next(iter(self.profiles.values()), None)
+        return {
+            "model": self.model_name,
+            "spec": self.spec,
+            "device": self.device,
+            "backends": self.backends,
+            "batch_sizes": list(self.profiles) or [b for b in self.batch_sizes if b],
+            "input_shapes": {str(b): list(s) for b, s in self.shapes.items()},
+            "threads": self.threads,
+            "budget": {
+                "min_time_s": self.budget.min_time_s,
+                "max_time_s": self.budget.max_time_s,
+                "warmup": self.budget.warmup,
+                "layer_runs": self.layer_runs,
+            },
+            "partial": self.partial,
+            "totals": first.totals if first is not None else None,
+            "totals_by_batch_size": {str(b): p.totals for b, p in self.profiles.items()},
+            "unsupported_ops": dict(first.unsupported_ops) if first is not None else {},
+            "results": [
+                {
+                    **row,
+                    "info": result.info,
+                    "output_check": result.output_check,
+                    "warnings": result.warnings + (result.measurement.warnings() if result.measurement else []),
+                }
+                for row, result in zip(self.summary(), self.results)
+            ],
+            "roofline": {
+                backend: {**peaks.to_dict(), "source": self.peak_notes.get(backend)} for backend, peaks in self.peaks.items()
+            },
+            "roofline_notes": {b: n for b, n in self.peak_notes.items() if b not in self.peaks},
+            "wall_time_split_s": dict(self.timings),
+            "environment": self.environment,
+        }
+
+    def write(self) -> list[Path]:
+        if self.run_dir is None:
+            return []
+        run_dir = self.run_dir
+        written = [run_dir / "profile.json", run_dir / "latency.csv", run_dir / "layers.csv"]
+        _atomic_write(run_dir / "profile.json", json.dumps(self.payload(), indent=2, default=_json_default) + "\n")
+        lines = ["backend,device,batch_size,run,latency_s"]
+        for result in self.results:
+            if result.measurement is not None:
+                for index, seconds in enumerate(result.measurement.samples_s):
+                    lines.append(f"{result.backend},{self.device},{result.batch_size},{index},{seconds!r}")
+        _atomic_write(run_dir / "latency.csv", "\n".join(lines) + "\n")
+        layer_rows = self.layer_table()
+        _atomic_write(run_dir / "layers.csv", _csv_text(layer_rows))
+        marker = run_dir / "PARTIAL"
+        if self.partial:
+            marker.write_text("This run was interrupted: the files hold what was measured before Ctrl-C.\n")
+            written.append(marker)
+        elif marker.exists():
+            marker.unlink()
+        return written
+
+    def plot(self) -> list[Path]:
+        if self.run_dir is None or not self.profiles:
+            return []
+        from lwprof.plots import plot_roofline, plot_time_vs_flop_share
+
+        batch_size = next(iter(self.profiles))
+        rows = [r for r in self.layer_table() if r["batch_size"] == batch_size]
+        timed = [b for b in self.backends if any(f"{b}_time_s" in r for r in rows)]
+        if not timed:
+            return []
+        share_rows = [
+            {
+                "layer": r["layer"],
+                "flops": r.get("flops") or 0,  # runtime-only rows count nothing
+                "memory_bytes": r.get("memory_bytes") or 0,
+                "time_s": {b: r.get(f"{b}_time_s") for b in timed},
+            }
+            for r in rows
+        ]
+        title = f"{self.model_name} on {self.device} (batch {batch_size})"
+        written = list(plot_time_vs_flop_share(share_rows, self.run_dir / "time_share", title))
+        points = [
+            {
+                "layer": r["layer"],
+                "intensity": r[f"{b}_intensity_flops_per_byte"],
+                "achieved_flops_per_s": r[f"{b}_achieved_flops_per_s"],
+                "backend": b,
+                "op_class": r.get("op_class") or "",
+            }
+            for b in timed
+            for r in rows
+            if r.get(f"{b}_achieved_flops_per_s") and r.get(f"{b}_intensity_flops_per_byte")
+        ]
+        peaks = {b: p for b, p in self.peaks.items() if b in timed}
+        if points and peaks:
+            written += list(plot_roofline(points, peaks, self.run_dir / "roofline", f"{title}: layers on the roofline"))
+        return written
+
+
+# -- joining analytic rows with timing rows ------------------------------------
+
+
+def _roofline_bytes(backend: str, eager: int, fused: int) -> int:
+    return fused if backend == "onnxruntime" else eager
+
+
+def _roofline_columns(flops: int, memory_bytes: int, seconds: float | None, peaks: Any, prefix: str) -> dict[str, Any]:
+    columns: dict[str, Any] = {
+        f"{prefix}achieved_flops_per_s": flops / seconds if seconds else None,
+        f"{prefix}achieved_bytes_per_s": memory_bytes / seconds if seconds else None,
+        f"{prefix}intensity_flops_per_byte": flops / memory_bytes if memory_bytes else None,
+        f"{prefix}roofline_bound_s": None,
+        f"{prefix}roofline_efficiency": None,
+        f"{prefix}bound_by": None,
+    }
+    if peaks is not None and (flops or memory_bytes):
+        from lwprof.roofline import efficiency, roofline_bound
+
+        point = roofline_bound(flops, memory_bytes, peaks)
+        columns[f"{prefix}roofline_bound_s"] = point.bound_s
+        columns[f"{prefix}roofline_efficiency"] = efficiency(point.bound_s, seconds) if seconds else None
+        columns[f"{prefix}bound_by"] = point.limit
+    return columns
+
+
+def join_layers(profile: Any, results: list[BackendResult], peaks: dict[str, Any], batch_size: int) -> list[dict[str, Any]]:
+    """Analytic rows (execution order) with each backend's per-layer time."""
+    rows = [{"batch_size": batch_size, **row} for row in profile.layer_rows()]
+    by_name = {row["layer"]: row for row in rows}
+    total_flops = sum(row["flops"] for row in rows) or None
+    for row in rows:
+        row["flops_share"] = row["flops"] / total_flops if total_flops else None
+    extra_rows: list[dict[str, Any]] = []
+    for result in results:
+        name = result.backend
+        groups: dict[str, dict[str, Any]] = {}  # head layer -> time and members
+        for timing in result.layer_rows:
+            members = [layer for layer in timing.layers if layer in by_name]
+            head = members[0] if members else timing.layer
+            group = groups.setdefault(head, {"time": 0.0, "members": [], "ops": set(), "known": bool(members)})
+            group["time"] += timing.stats.median
+            group["ops"].update(timing.ops)
+            for member in members:
+                if member not in group["members"]:
+                    group["members"].append(member)
+        total_time = sum(group["time"] for group in groups.values()) or None
+        for head, group in groups.items():
+            if not group["known"]:
+                row = {"batch_size": batch_size, "layer": head, "module_type": "", "op_class": "", "ops": " ".join(sorted(group["ops"]))}
+                extra_rows.append(row)
+                by_name[head] = row
+                members = []
+            else:
+                row = by_name[head]
+                members = group["members"]
+            flops = sum(by_name[m]["flops"] for m in members)
+            memory = _roofline_bytes(name, sum(by_name[m]["memory_bytes"] for m in members), sum(by_name[m]["memory_bytes_fused"] for m in members))
+            row[f"{name}_time_s"] = group["time"]
+            row[f"{name}_time_share"] = group["time"] / total_time if total_time else None
+            row.update(_roofline_columns(flops, memory, group["time"], peaks.get(name), prefix=f"{name}_"))
+            if len(members) > 1:
+                row[f"{name}_fused_layers"] = " ".join(members[1:])
+                for member in members[1:]:
+                    by_name[member][f"{name}_fused_into"] = head
+    return rows + extra_rows
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def _analyze(loaded: Any):
+    if loaded.kind == "onnx":
+        from lwprof.onnx_count import analyze_onnx
+
+        return analyze_onnx(loaded.onnx_path, input_shape=loaded.input_shape, name=loaded.name)
+    from lwprof.engine import profile_module
+
+    return profile_module(loaded.module, loaded.input_shape, name=loaded.name)
+
+
+def _backend_unavailable(name: str, device: str) -> str | None:
+    from lwprof.backends import get_backend
+
+    return get_backend(name).unavailable_reason(device)
+
+
+def _default_cache_dir() -> Path:
+    from lwprof.backends import default_cache_dir
+
+    return default_cache_dir()
+
+
+def _check_dict(check: Any) -> dict[str, Any]:
+    return {
+        "allclose": check.allclose,
+        "max_abs_diff": check.max_abs_diff,
+        "max_rel_diff": check.max_rel_diff,
+        "nonfinite": check.nonfinite,
+        "shapes_match": check.shapes_match,
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (set, tuple)):
+        return list(value)
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _csv_text(rows: list[dict[str, Any]]) -> str:
+    import io
+
+    keys: list[str] = []
+    for row in rows:
+        for key in row:
+            if key not in keys:
+                keys.append(key)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(keys)
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
+    return buffer.getvalue()
+
+
+# -- the command -----------------------------------------------------------------
+
+
+def _ms(value: Any) -> str:
+    return "" if value is None else f"{value * 1e3:.3f}"
+
+
+def _pct(value: Any) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def run_latency_profile(
+    spec: str,
+    *,
+    device: str,
+    backends: str | None,
+    batch_sizes: str | None,
+    input_shape: str | None,
+    threads: int | None,
+    min_time: float,
+    max_time: float,
+    warmup: int,
+    layer_runs: int,
+    top: int,
+    fmt: OutputFormat,
+    out: Path | None,
+    reports_dir: Path,
+    cache_dir: Path | None,
+    plots: bool,
+) -> int:
+    """Run the job and print its summary; returns the exit code."""
+    from lwprof.environment import physical_cores
+    from lwprof.loader import parse_shape
+
+    shape = parse_shape(input_shape) if input_shape is not None else None
+    try:
+        budget = Budget(warmup=warmup, min_time_s=min_time, max_time_s=max_time)
+    except ValueError as exc:
+        raise LwprofError(f"measurement budget: {exc}") from None
+    job = LatencyJob(
+        spec,
+        device=device,
+        backends=parse_backends(backends),
+        batch_sizes=parse_batch_sizes(batch_sizes),
+        input_shape=shape,
+        threads=threads or physical_cores(),
+        budget=budget,
+        layer_runs=layer_runs,
+        cache_dir=cache_dir,
+        reports_dir=reports_dir,
+        out=out,
+    )
+    job.run()
+    if plots and job.profiles:
+        try:
+            job.plot()
+        except KeyboardInterrupt:
+            job.partial = True
+            job.write()
+    _print_summary(job, fmt, top)
+    if job.run_dir is not None:
+        output.info(f"wrote {job.run_dir}" + (" (partial: interrupted)" if job.partial else ""))
+    if not any(r.measurement for r in job.results) and not job.partial:
+        reasons = "; ".join(f"{r.backend}: {r.skipped}" for r in job.results if r.skipped)
+        raise LwprofError(f"no backend could measure {job.model_name} ({reasons})")
+    return EXIT_INTERRUPTED if job.partial else 0
+
+
+def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
+    from lwprof.units import format_bytes, format_count
+
+    summary = job.summary()
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json.dumps(job.payload(), indent=2, default=_json_default) + "\n")
+        return
+    columns = [
+        Column("backend", "backend"),
+        Column("batch_size", "batch", str, "right"),
+        Column("median_s", "median ms", _ms, "right"),
+        Column("iqr_s", "IQR ms", _ms, "right"),
+        Column("p99_s", "p99 ms", _ms, "right"),
+        Column("n", "runs", lambda v: "" if v is None else str(v), "right"),
+        Column("throughput_items_per_s", "items/s", lambda v: "" if v is None else f"{v:.1f}", "right"),
+        Column("roofline_bound_s", "roofline ms", _ms, "right"),
+        Column("roofline_efficiency", "efficiency", _pct, "right"),
+        Column("bound_by", "bound by"),
+        Column("layer_sum_vs_end_to_end", "layers/e2e", _pct, "right"),
+        Column("outputs_vs", "outputs vs"),
+        Column("max_rel_diff", "max rel diff", lambda v: "" if v is None else f"{v:.1e}", "right"),
+        Column("skipped", "skipped"),
+    ]
+    if fmt is OutputFormat.csv:
+        keys = ["backend", "device", "batch_size", "n", "median_s", "mean_s", "std_s", "iqr_s", "p90_s", "p99_s", "min_s", "max_s",
+                "ci95_low_s", "ci95_high_s", "relative_iqr", "noisy", "throughput_items_per_s", "roofline_bound_s",
+                "roofline_efficiency", "bound_by", "layer_sum_s", "layer_sum_vs_end_to_end", "layer_pass_overhead",
+                "outputs_vs", "max_abs_diff", "max_rel_diff", "outputs_allclose", "skipped"]
+        output.emit(summary, [Column(k, k) for k in keys], fmt)
+        return
+    profile = next(iter(job.profiles.values()), None)
+    if profile is not None:
+        totals = profile.totals
+        shape = "x".join(map(str, profile.input_shape))
+        output.stdout.print(
+            f"[bold]{job.model_name}[/bold] on {job.device} ({job.threads} threads), input {shape}: "
+            f"{format_count(totals['params'])} params, {format_count(totals['macs'])} MACs, {format_count(totals['flops'])} FLOPs, "
+            f"memory access {format_bytes(totals['memory_bytes'])} eager / {format_bytes(totals['memory_bytes_fused'])} fused",
+            highlight=False,
+        )
+    output.emit(summary, columns, OutputFormat.table, title="end-to-end latency")
+    rows = [r for r in job.layer_table() if r["batch_size"] == (next(iter(job.profiles), None))]
+    for backend in job.backends:
+        key = f"{backend}_time_s"
+        timed = sorted((r for r in rows if r.get(key)), key=lambda r: -r[key])[:top]
+        if not timed:
+            continue
+        layer_columns = [
+            Column("layer", "layer"),
+            Column("op_class", "class"),
+            Column(key, "ms", _ms, "right"),
+            Column(f"{backend}_time_share", "time share", _pct, "right"),
+            Column("flops_share", "FLOP share", _pct, "right"),
+            Column(f"{backend}_achieved_flops_per_s", "GFLOP/s", lambda v: "" if v is None else f"{v / 1e9:.2f}", "right"),
+            Column(f"{backend}_achieved_bytes_per_s", "GB/s", lambda v: "" if v is None else f"{v / 1e9:.2f}", "right"),
+            Column(f"{backend}_roofline_efficiency", "efficiency", _pct, "right"),
+            Column(f"{backend}_bound_by", "bound by"),
+            Column(f"{backend}_fused_layers", "also covers", lambda v: v or ""),
+        ]
+        output.emit(timed, layer_columns, OutputFormat.table, title=f"top {len(timed)} layers by {backend} time")

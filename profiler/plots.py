@@ -1,0 +1,137 @@
+"""Plots of measured runs (matplotlib, Agg backend, PNG and SVG).
+
+Each function takes plain records (what the run files hold), so a report can
+be re-drawn from saved CSV/JSON without measuring again. Every figure carries
+its title, axis units and legend: it must read without the terminal output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+OTHER = "other layers"
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, stem: Path) -> list[Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=120, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight", metadata={"Date": None})  # reproducible SVG
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return paths
+
+
+def plot_time_vs_flop_share(rows: list[dict[str, Any]], stem: Path, title: str, top: int = 20) -> list[Path]:
+    """Horizontal bars per layer: share of time (per backend) next to share of
+    FLOPs and of memory access; the top layers by time, the rest summed."""
+    plt = _pyplot()
+    backends = sorted({b for r in rows for b, t in r["time_s"].items() if t})
+    total_time = {b: sum(r["time_s"].get(b) or 0.0 for r in rows) or 1.0 for b in backends}
+    total_flops = sum(r["flops"] for r in rows) or 1
+    total_bytes = sum(r["memory_bytes"] for r in rows) or 1
+    key = backends[0] if backends else None
+    ranked = sorted(rows, key=lambda r: -(r["time_s"].get(key) or 0.0)) if key else list(rows)
+    shown, rest = ranked[:top], ranked[top:]
+    labels = [r["layer"] for r in shown]
+    series: dict[str, list[float]] = {}
+    for b in backends:
+        series[f"time, {b}"] = [(r["time_s"].get(b) or 0.0) / total_time[b] for r in shown]
+    series["FLOPs"] = [r["flops"] / total_flops for r in shown]
+    series["memory access"] = [r["memory_bytes"] / total_bytes for r in shown]
+    if rest:
+        labels.append(f"{OTHER} ({len(rest)})")
+        for b in backends:
+            series[f"time, {b}"].append(sum(r["time_s"].get(b) or 0.0 for r in rest) / total_time[b])
+        series["FLOPs"].append(sum(r["flops"] for r in rest) / total_flops)
+        series["memory access"].append(sum(r["memory_bytes"] for r in rest) / total_bytes)
+
+    height = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(labels) + 1.5))
+    for i, (name, values) in enumerate(series.items()):
+        positions = [j + i * height for j in range(len(labels))]
+        ax.barh(positions, [v * 100 for v in values], height=height, label=name)
+    ax.set_yticks([j + 0.4 - height / 2 for j in range(len(labels))])
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("share of the model total (%)")
+    ax.set_title(f"{title}\nwhere time goes vs where FLOPs and memory access go (top {len(shown)} layers by time)")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _save(fig, stem)
+
+
+def plot_roofline(points: list[dict[str, Any]], peaks_by_backend: dict[str, Any], stem: Path, title: str) -> list[Path]:
+    """Layers on the roofline: achieved FLOP/s against arithmetic intensity,
+    log-log, with each backend's ceiling min(peak, bandwidth x intensity)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 6))
+    intensities = [p["intensity"] for p in points if p["intensity"]]
+    low = min(intensities + [0.1]) / 2
+    high = max(intensities + [100.0]) * 2
+    markers = ["o", "s", "^", "D"]
+    for i, (backend, peaks) in enumerate(sorted(peaks_by_backend.items())):
+        xs = [low * (high / low) ** (k / 200) for k in range(201)]
+        ys = [min(peaks.peak_flops_per_s, peaks.bandwidth_bytes_per_s * x) for x in xs]
+        ax.plot(xs, ys, linestyle="-" if i == 0 else "--", color="black", linewidth=1.2,
+                label=f"{backend} roof: {peaks.peak_flops_per_s / 1e9:.0f} GFLOP/s, {peaks.bandwidth_bytes_per_s / 1e9:.1f} GB/s")
+        ax.axvline(peaks.ridge_intensity, color="grey", linestyle=":", linewidth=0.8)
+    classes = sorted({p["op_class"] or "other" for p in points})
+    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
+    backends = sorted({p["backend"] for p in points})
+    for bi, backend in enumerate(backends):
+        for op_class in classes:
+            chosen = [p for p in points if p["backend"] == backend and (p["op_class"] or "other") == op_class]
+            if chosen:
+                ax.scatter([p["intensity"] for p in chosen], [p["achieved_flops_per_s"] for p in chosen],
+                           color=colors[op_class], marker=markers[bi % len(markers)], s=22, alpha=0.8,
+                           label=f"{op_class} ({backend})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("arithmetic intensity (FLOP / byte of memory access)")
+    ax.set_ylabel("achieved FLOP/s")
+    ax.set_title(f"{title}\n(dotted: ridge points; below the slope: memory-bound, under the flat roof: compute-bound)")
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(which="both", alpha=0.2)
+    return _save(fig, stem)
+
+
+def plot_guideline_table(table: int, rows: list[dict[str, Any]], stem: Path, config: str, device: str) -> list[Path]:
+    """Measured vs paper throughput, both normalised to the table's first row,
+    one group of bars per configuration and scale."""
+    plt = _pyplot()
+    backends = sorted({r["backend"] for r in rows})
+    keys = list(dict.fromkeys((r["row"], r["scale"]) for r in rows))
+    labels = [f"{row} x{scale}" for row, scale in keys]
+    series: dict[str, list[float]] = {f"paper ({config})": []}
+    for b in backends:
+        series[f"measured, {b} on {device}"] = []
+    for row, scale in keys:
+        matching = [r for r in rows if r["row"] == row and r["scale"] == scale]
+        series[f"paper ({config})"].append(matching[0].get("paper_normalized") or 0.0)
+        for b in backends:
+            found = next((r for r in matching if r["backend"] == b), None)
+            series[f"measured, {b} on {device}"].append((found or {}).get("measured_normalized") or 0.0)
+    width = 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(labels) + 2), 5))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(labels))], values, width=width, label=name)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(labels))])
+    ax.set_xticklabels(labels, rotation=35, ha="right", fontsize=8)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_ylabel("throughput relative to the table's first row (same scale)")
+    ax.set_title(f"ShuffleNet V2 Table {table}: measured vs paper, normalised")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return _save(fig, stem)

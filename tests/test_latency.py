@@ -1,0 +1,242 @@
+"""The measured profile: per-layer torch timing, joining time with counts, run directories."""
+
+import datetime
+
+import pytest
+import torch
+from torch import nn
+
+import lwprof
+from lwprof.errors import LwprofError
+from lwprof.latency_command import BackendResult, join_layers, parse_batch_sizes, run_directory
+from lwprof.models import create_model
+from lwprof.timing import LayerTiming
+from lwprof.torch_layers import layer_timings
+
+
+def small_net():
+    return nn.Sequential(nn.Conv2d(8, 16, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small_075", "shufflenet_v2_050", "ghostnet_050"])
+def test_torch_layer_rows_are_the_analytic_rows(name):
+    model = create_model(name)
+    model.train()  # the timing pass runs in eval mode and restores this
+    x = torch.randn(1, 3, 64, 64)
+    rows = layer_timings(model, x, runs=3)
+    profile = lwprof.analyze(model, input_shape=(1, 3, 64, 64))
+    assert [r.layer for r in rows] == [layer.name for layer in profile.layers]
+    assert all(len(r.samples_s) == 3 and min(r.samples_s) >= 0 for r in rows)
+    assert all(m.training for m in model.modules())
+    assert not torch.nn.modules.module._global_forward_pre_hooks
+    assert not torch.nn.modules.module._global_forward_hooks
+
+
+def test_join_puts_fused_time_on_the_first_covered_layer():
+    profile = lwprof.analyze(small_net(), input_shape=(1, 8, 4, 4))
+    conv, bn, relu = (layer.name for layer in profile.layers)
+    assert (conv, bn, relu) == ("0", "1", "2")
+    torch_result = BackendResult(
+        backend="torch",
+        batch_size=1,
+        layer_rows=[
+            LayerTiming("0", (0.003, 0.003, 0.003)),
+            LayerTiming("1", (0.002, 0.002, 0.002)),
+            LayerTiming("2", (0.001, 0.001, 0.001)),
+        ],
+    )
+    ort_result = BackendResult(
+        backend="onnxruntime",
+        batch_size=1,
+        layer_rows=[LayerTiming("0", (0.004, 0.004), covers=("0", "1", "2"), ops=("FusedConv",))],
+    )
+    rows = join_layers(profile, [torch_result, ort_result], peaks={}, batch_size=1)
+    by_name = {r["layer"]: r for r in rows}
+    flops = [layer.flops for layer in profile.layers]
+    # conv 4*4*16*8 = 2,048 MACs -> 4,096 FLOPs; BN and ReLU add per-element work
+    assert flops[0] == 4_096
+    assert by_name["0"]["flops_share"] == flops[0] / sum(flops)
+    assert by_name["0"]["torch_time_share"] == pytest.approx(0.5)  # 3 of 6 ms
+    assert by_name["2"]["torch_time_s"] == pytest.approx(0.001)
+    assert by_name["0"]["torch_achieved_flops_per_s"] == pytest.approx(flops[0] / 0.003)
+    # ONNX Runtime: one fused row, its counts are the three layers' sums
+    assert by_name["0"]["onnxruntime_time_s"] == pytest.approx(0.004)
+    assert by_name["0"]["onnxruntime_fused_layers"] == "1 2"
+    assert by_name["1"]["onnxruntime_fused_into"] == "0" and by_name["2"]["onnxruntime_fused_into"] == "0"
+    assert "onnxruntime_time_s" not in by_name["1"]
+    assert by_name["0"]["onnxruntime_achieved_flops_per_s"] == pytest.approx(sum(flops) / 0.004)
+    fused_bytes = sum(layer.memory_bytes_fused for layer in profile.layers)
+    assert by_name["0"]["onnxruntime_achieved_bytes_per_s"] == pytest.approx(fused_bytes / 0.004)
+
+
+def test_join_keeps_unknown_timing_rows():
+    profile = lwprof.analyze(small_net(), input_shape=(1, 8, 4, 4))
+    result = BackendResult(backend="onnxruntime", batch_size=1, layer_rows=[LayerTiming("reorder_7", (0.001,), ops=("ReorderOutput",))])
+    rows = join_layers(profile, [result], peaks={}, batch_size=1)
+    assert rows[-1]["layer"] == "reorder_7" and rows[-1]["onnxruntime_time_s"] == pytest.approx(0.001)
+    assert rows[-1]["onnxruntime_achieved_flops_per_s"] == 0.0  # it counts nothing
+
+
+def test_run_directories_are_never_reused(tmp_path):
+    now = datetime.datetime(2026, 11, 24, 2, 30, 0)
+    first = run_directory(tmp_path, "mobilenet_v3_large_100", "cpu", now)
+    second = run_directory(tmp_path, "mobilenet_v3_large_100", "cpu", now)
+    assert first.name == "mobilenet_v3_large_100-cpu-20261124-023000"
+    assert second.name == "mobilenet_v3_large_100-cpu-20261124-023000-2"
+    assert run_directory(tmp_path, "dir/with:odd chars", "cpu", now).name == "dir_with_odd_chars-cpu-20261124-023000"
+
+
+def test_batch_size_lists():
+    assert parse_batch_sizes("1,8,32") == [1, 8, 32]
+    assert parse_batch_sizes(" 8, 8 ") == [8]
+    assert parse_batch_sizes(None) == [None]
+    for bad in ("0", "1,,2", "a", "-1"):
+        with pytest.raises(LwprofError, match="--batch-size"):
+            parse_batch_sizes(bad)
+
+
+# ---------------------------------------------------------------------------
+# `lwprof profile MODEL --device cpu` end to end, on a tiny input and budget
+
+import csv  # noqa: E402
+import json  # noqa: E402
+
+from typer.testing import CliRunner  # noqa: E402
+
+from lwprof import roofline  # noqa: E402
+from lwprof.backends import OnnxRuntimeBackend  # noqa: E402
+from lwprof.cli import app  # noqa: E402
+
+TINY = ["--input-shape", "1,3,64,64", "--min-time", "0", "--max-time", "0.05", "--warmup", "1", "--layer-runs", "2"]
+
+
+@pytest.fixture
+def fixed_roofline(monkeypatch):
+    """Known ceilings (100 GFLOP/s, 10 GB/s) instead of measuring them."""
+
+    def fake(backend, device, threads, budget=None):
+        return roofline.DevicePeaks(backend, device, threads, 1e11, 1e10, measured_at="test")
+
+    monkeypatch.setattr(roofline, "measure_peaks", fake)
+
+
+def profile_cli(tmp_path, *args):
+    return CliRunner().invoke(
+        app, ["profile", *args, "--cache-dir", str(tmp_path / "cache")], env={"COLUMNS": "250"}
+    )
+
+
+def read_csv(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_profile_writes_a_run_directory(tmp_path, fixed_roofline):
+    result = profile_cli(tmp_path, "pplcnet_025", *TINY, "--reports-dir", str(tmp_path / "reports"), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    (run_dir,) = (tmp_path / "reports").iterdir()
+    assert run_dir.name.startswith("pplcnet_025-cpu-")
+    assert {p.name for p in run_dir.iterdir()} == {
+        "layers.csv", "latency.csv", "profile.json", "time_share.png", "time_share.svg", "roofline.png", "roofline.svg"
+    }
+    payload = json.loads(result.stdout)
+    assert payload == json.loads((run_dir / "profile.json").read_text())
+    assert payload["partial"] is False
+    by_backend = {r["backend"]: r for r in payload["results"]}
+    assert set(by_backend) == {"torch", "onnxruntime"}
+    for row in by_backend.values():
+        assert row["n"] >= 1 and row["median_s"] > 0 and row["skipped"] == ""
+        # roofline bound = max(FLOPs / 1e11, bytes / 1e10) from the fixed ceilings
+        totals = payload["totals"]
+        memory = totals["memory_bytes_fused" if row["backend"] == "onnxruntime" else "memory_bytes"]
+        assert row["roofline_bound_s"] == pytest.approx(max(totals["flops"] / 1e11, memory / 1e10))
+        assert row["roofline_efficiency"] == pytest.approx(row["roofline_bound_s"] / row["median_s"])
+    assert by_backend["onnxruntime"]["outputs_vs"] == "torch" and by_backend["onnxruntime"]["outputs_allclose"] is True
+    env = payload["environment"]
+    assert env["cpu_model"] and env["versions"]["onnxruntime"] and env["torch_num_threads"] == payload["threads"]
+    assert by_backend["onnxruntime"]["info"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
+
+    samples = read_csv(run_dir / "latency.csv")
+    assert len([s for s in samples if s["backend"] == "torch"]) == by_backend["torch"]["n"]
+    layers = read_csv(run_dir / "layers.csv")
+    analytic = lwprof.analyze("pplcnet_025", input_shape=(1, 3, 64, 64))
+    assert [r["layer"] for r in layers[: len(analytic.layers)]] == [layer.name for layer in analytic.layers]
+    convs = [r for r in layers if r["op_class"].startswith("conv")]
+    assert convs and all(r["torch_time_s"] for r in convs)
+    # every conv has an ONNX Runtime time, or names the fused node that has it
+    assert all(r["onnxruntime_time_s"] or r["onnxruntime_fused_into"] for r in convs)
+
+
+def test_batch_size_list_and_csv_summary(tmp_path, fixed_roofline):
+    result = profile_cli(
+        tmp_path, "shufflenet_v2_050", *TINY, "--batch-size", "1,2", "--backend", "torch", "--no-plots",
+        "--out", str(tmp_path / "run"), "--format", "csv",
+    )
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    assert [(r["backend"], r["batch_size"]) for r in rows] == [("torch", "1"), ("torch", "2")]
+    assert float(rows[1]["throughput_items_per_s"]) == pytest.approx(2 / float(rows[1]["median_s"]))
+    layers = read_csv(tmp_path / "run" / "layers.csv")
+    assert {r["batch_size"] for r in layers} == {"1", "2"}
+    assert not list((tmp_path / "run").glob("*.png"))
+
+
+def test_run_directory_is_never_overwritten(tmp_path, fixed_roofline):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    result = profile_cli(tmp_path, "pplcnet_025", *TINY, "--out", str(out))
+    assert result.exit_code == 2
+    assert "never overwritten" in result.stderr and result.stderr.strip().count("\n") == 0
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_interrupt_keeps_what_was_measured(tmp_path, fixed_roofline, monkeypatch):
+    import lwprof.measure as measure
+
+    real = measure.run_timed
+    calls = []
+
+    def interrupted_second_time(fn, budget, timer=None, on_sample=None):
+        calls.append(1)
+        samples, _ = real(fn, budget, timer, on_sample)
+        return (samples, len(calls) == 2)  # Ctrl-C while timing the second backend
+
+    monkeypatch.setattr(measure, "run_timed", interrupted_second_time)
+    result = profile_cli(tmp_path, "pplcnet_025", *TINY, "--out", str(tmp_path / "run"), "--format", "json")
+    assert result.exit_code == 130
+    payload = json.loads((tmp_path / "run" / "profile.json").read_text())
+    assert payload["partial"] is True
+    assert (tmp_path / "run" / "PARTIAL").exists()
+    measured = [r for r in payload["results"] if r.get("n")]
+    assert [r["backend"] for r in measured] == ["torch", "onnxruntime"]
+    assert any("interrupted" in w for w in payload["results"][1]["warnings"])
+
+
+def test_missing_backend_package_is_skipped_with_a_hint(tmp_path, fixed_roofline, monkeypatch):
+    monkeypatch.setattr(OnnxRuntimeBackend, "package", "onnxruntime_not_here")
+    result = profile_cli(tmp_path, "pplcnet_025", *TINY, "--no-plots", "--out", str(tmp_path / "run"), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    payload = json.loads(result.stdout)
+    skipped = {r["backend"]: r["skipped"] for r in payload["results"]}
+    assert skipped["torch"] == ""
+    assert skipped["onnxruntime"].startswith("onnxruntime_not_here is not installed: ")
+    assert "onnxruntime: skipped" in result.stderr
+
+
+def test_onnx_file_runs_on_onnxruntime_only(tmp_path, fixed_roofline):
+    from lwprof.onnx_export import export_onnx
+
+    path = export_onnx("pplcnet_025", (1, 3, 64, 64), tmp_path / "net.onnx")
+    result = profile_cli(tmp_path, str(path), *TINY, "--no-plots", "--out", str(tmp_path / "run"), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    skipped = {r["backend"]: r["skipped"] for r in json.loads(result.stdout)["results"]}
+    assert "needs a PyTorch model" in skipped["torch"] and skipped["onnxruntime"] == ""
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_one_line_exit_2(tmp_path):
+    result = profile_cli(tmp_path, "pplcnet_025", "--device", "cuda", "--reports-dir", str(tmp_path / "reports"))
+    assert result.exit_code == 2
+    assert result.stderr.strip().count("\n") == 0 and "no CUDA device" in result.stderr
+    assert not (tmp_path / "reports").exists()

@@ -1,0 +1,104 @@
+"""The roofline: bound arithmetic, fingerprint, cache, peak measurement, `lwprof device`, plots."""
+
+import json
+import math
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from lwprof import roofline
+from lwprof.cli import app
+from lwprof.measure import Budget
+from lwprof.roofline import DevicePeaks, device_fingerprint, efficiency, load_or_measure, roofline_bound
+
+PEAKS = DevicePeaks("torch", "cpu", 2, peak_flops_per_s=1e11, bandwidth_bytes_per_s=1e10)
+TINY_BUDGET = Budget(warmup=1, warmup_time_s=0.0, min_time_s=0.0, max_time_s=0.05, min_samples=2)
+
+
+def test_bound_is_the_slower_of_compute_and_memory():
+    point = roofline_bound(2_000_000_000, 100_000_000, PEAKS)
+    assert point.compute_s == pytest.approx(0.02)  # 2e9 FLOPs / 1e11 FLOP/s
+    assert point.memory_s == pytest.approx(0.01)  # 1e8 bytes / 1e10 B/s
+    assert point.bound_s == pytest.approx(0.02) and point.limit == "compute"
+    assert point.intensity == 20.0 and point.ridge_intensity == 10.0  # 1e11 / 1e10
+    low = roofline_bound(1_000_000, 1_000_000, PEAKS)  # intensity 1 < ridge 10
+    assert low.limit == "memory" and low.bound_s == pytest.approx(1e-4)
+    assert efficiency(0.02, 0.04) == 0.5 and efficiency(0.02, None) is None
+
+
+def test_fingerprint_is_stable_and_tracks_the_setting():
+    assert device_fingerprint("cpu", 2, "torch") == device_fingerprint("cpu", 2, "torch")
+    assert device_fingerprint("cpu", 1, "torch") != device_fingerprint("cpu", 2, "torch")
+    assert device_fingerprint("cpu", 2, "onnxruntime") != device_fingerprint("cpu", 2, "torch")
+
+
+def test_cache_measures_once(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(backend, device, threads, budget=None):
+        calls.append(backend)
+        return DevicePeaks(backend, device, threads, 1e11, 1e10, measured_at="now")
+
+    monkeypatch.setattr(roofline, "measure_peaks", fake)
+    first, cached = load_or_measure("torch", "cpu", 2, cache_dir=tmp_path)
+    assert not cached and first.fingerprint == device_fingerprint("cpu", 2, "torch")
+    again, cached = load_or_measure("torch", "cpu", 2, cache_dir=tmp_path)
+    assert cached and again == first and calls == ["torch"]
+    load_or_measure("torch", "cpu", 2, cache_dir=tmp_path, refresh=True)
+    assert calls == ["torch", "torch"]
+    stored = json.loads((tmp_path / "device" / f"{first.fingerprint}.json").read_text())
+    assert stored["ridge_intensity_flops_per_byte"] == 10.0
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_peaks_are_measured(backend, monkeypatch):
+    monkeypatch.setitem(roofline.GEMM_SIZE, "cpu", 64)
+    monkeypatch.setitem(roofline.COPY_BYTES, "cpu", 2**20)
+    threads = torch.get_num_threads()
+    peaks = roofline.measure_peaks(backend, "cpu", 1, TINY_BUDGET)
+    assert torch.get_num_threads() == threads  # restored
+    assert math.isfinite(peaks.peak_flops_per_s) and peaks.peak_flops_per_s > 0
+    assert math.isfinite(peaks.bandwidth_bytes_per_s) and peaks.bandwidth_bytes_per_s > 0
+    assert peaks.gemm["flops"] == 2 * 64**3 and peaks.copy["bytes"] == 2 * 2**20
+
+
+def test_device_command_json_and_cache(tmp_path, monkeypatch):
+    monkeypatch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: DevicePeaks(b, d, t, 2e11, 4e10, measured_at="x"))
+    runner = CliRunner()
+    args = ["device", "--threads", "2", "--cache-dir", str(tmp_path), "--format", "json"]
+    first = json.loads(runner.invoke(app, args).stdout)
+    assert [(r["backend"], r["source"]) for r in first] == [("torch", "measured"), ("onnxruntime", "measured")]
+    assert first[0]["ridge_intensity_flops_per_byte"] == 5.0  # 2e11 / 4e10
+    second = json.loads(runner.invoke(app, args).stdout)
+    assert {r["source"] for r in second} == {"cached"}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_device_cuda_without_cuda_is_exit_2():
+    result = CliRunner().invoke(app, ["device", "--device", "cuda"])
+    assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
+
+
+def test_plots_write_png_and_svg(tmp_path):
+    from lwprof.plots import plot_guideline_table, plot_roofline, plot_time_vs_flop_share
+
+    rows = [
+        {"layer": f"l{i}", "flops": 1000 * (i + 1), "memory_bytes": 400, "time_s": {"torch": 0.001 * (i % 3 + 1), "onnxruntime": None}}
+        for i in range(25)
+    ]
+    points = [
+        {"layer": "a", "intensity": 2.0, "achieved_flops_per_s": 1e9, "backend": "torch", "op_class": "conv"},
+        {"layer": "b", "intensity": 0.2, "achieved_flops_per_s": 1e8, "backend": "torch", "op_class": "activation"},
+    ]
+    guideline_rows = [
+        {"row": "g=1", "scale": 1, "backend": "torch", "paper_normalized": 1.0, "measured_normalized": 1.0},
+        {"row": "g=8", "scale": 1, "backend": "torch", "paper_normalized": 0.7, "measured_normalized": 0.5},
+    ]
+    written = (
+        plot_time_vs_flop_share(rows, tmp_path / "share", "t")
+        + plot_roofline(points, {"torch": PEAKS}, tmp_path / "roof", "t")
+        + plot_guideline_table(2, guideline_rows, tmp_path / "table2", "arm", "cpu")
+    )
+    assert [p.name for p in written] == ["share.png", "share.svg", "roof.png", "roof.svg", "table2.png", "table2.svg"]
+    assert all(p.stat().st_size > 1000 for p in written)
