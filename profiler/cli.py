@@ -319,5 +319,65 @@ def guidelines(
     raise typer.Exit(code)
 
 
+@app.command()
+@user_errors
+def compare(
+    models: Annotated[Optional[list[str]], typer.Argument(help="Models to compare (any SPEC `profile` takes).")] = None,
+    all_models: Annotated[bool, typer.Option("--all", help="Every zoo model.")] = False,
+    family: Annotated[Optional[str], typer.Option("--family", help="Every zoo model of this family (e.g. mobilenet_v3).")] = None,
+    device: DeviceOption = Device.cpu,
+    backend: BackendOption = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Replace the batch dimension.")] = None,
+    threads: ThreadsOption = None,
+    min_time: Annotated[float, typer.Option("--min-time", min=0.0, help="Seconds to keep timing each backend at least.")] = 1.0,
+    max_time: Annotated[float, typer.Option("--max-time", min=0.0, help="Seconds to time each backend at most.")] = 3.0,
+    layer_runs: Annotated[
+        int, typer.Option("--layer-runs", min=0, help="Per-layer timed passes per model and backend (for the op-class plot).")
+    ] = 5,
+    sort: Annotated[
+        str, typer.Option("--sort", help="Row order: order, params, macs, flops, memory_bytes, memory_bytes_fused, or a backend (its latency).")
+    ] = "order",
+    fmt: FormatOption = OutputFormat.table,
+    out: Annotated[
+        Optional[Path], typer.Option("--out", help="Results folder (default reports/compare-<device>-<timestamp>).")
+    ] = None,
+    cache_dir: CacheDirOption = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the comparison plots.")] = True,
+) -> None:
+    """Which network is really fastest here, and which proxy (MACs, params, memory access, roofline) predicts it."""
+    from lwprof.compare import run_compare
+
+    code = run_compare(
+        models=list(models or []),
+        all_models=all_models,
+        family=family,
+        device=device.value,
+        backends=backend,
+        batch_size=batch_size,
+        threads=threads,
+        min_time=min_time,
+        max_time=max_time,
+        layer_runs=layer_runs,
+        sort=sort,
+        fmt=fmt,
+        out=out,
+        cache_dir=cache_dir,
+        plots=plots,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
+@user_errors
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A folder written by `lwprof compare` or `lwprof profile --device`.")],
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Re-render the plots and summary.md of a saved run, without measuring again."""
+    from lwprof.compare import run_report
+
+    run_report(run_dir, fmt)
+
+
 def main() -> None:
     app()

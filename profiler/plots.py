@@ -135,3 +135,116 @@ def plot_guideline_table(table: int, rows: list[dict[str, Any]], stem: Path, con
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, stem)
+
+
+# ---------------------------------------------------------------------------
+# Comparisons of models (``lwprof compare`` / ``lwprof report``)
+
+
+def _family_colors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    import matplotlib.pyplot as plt
+
+    families = sorted({r.get("family") or r["model"] for r in rows})
+    return {f: plt.cm.tab20(i % 20) for i, f in enumerate(families)}
+
+
+def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: str, proxy_title: str,
+                       correlation: dict[str, dict[str, Any]], stem: Path, device: str) -> list[Path]:
+    """Latency against one proxy (MACs, memory access), log axes, one panel per
+    backend, labelled points, one colour per family, Spearman rho in the title."""
+    plt = _pyplot()
+    colors = _family_colors(rows)
+    fig, axes = plt.subplots(1, len(backends), figsize=(7 * len(backends), 6), squeeze=False)
+    for ax, backend in zip(axes[0], backends):
+        seen = set()
+        for r in rows:
+            latency = r.get(f"{backend}_median_s")
+            if not latency or not r.get(proxy):
+                continue
+            family = r.get("family") or r["model"]
+            ax.scatter(float(r[proxy]), float(latency) * 1e3, color=colors[family], s=30,
+                       label=family if family not in seen else None)
+            seen.add(family)
+            ax.annotate(r["model"], (float(r[proxy]), float(latency) * 1e3), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        rho = correlation.get(backend, {}).get(f"rho_{proxy}")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{proxy_title} ({'bytes' if 'memory' in proxy else 'count'}, log)")
+        ax.set_ylabel(f"measured latency on {device}, {backend} (ms, log)")
+        ax.set_title(f"{backend}: latency vs {proxy_title}, Spearman ρ = {'n/a' if rho is None else f'{rho:.2f}'}")
+        ax.grid(which="both", alpha=0.2)
+        ax.legend(fontsize=6, ncol=2)
+    return _save(fig, stem)
+
+
+def plot_accuracy_vs_latency(rows: list[dict[str, Any]], backends: list[str], stem: Path, device: str) -> list[Path]:
+    """Published ImageNet top-1 against measured latency, with this device's
+    Pareto frontier (no model both faster and more accurate)."""
+    from lwprof.compare import pareto_front
+
+    plt = _pyplot()
+    colors = _family_colors(rows)
+    fig, axes = plt.subplots(1, len(backends), figsize=(7 * len(backends), 6), squeeze=False)
+    for ax, backend in zip(axes[0], backends):
+        points = [(r["model"], float(r[f"{backend}_median_s"]) * 1e3, float(r["published_top1_percent"]), r.get("family") or r["model"])
+                  for r in rows if r.get(f"{backend}_median_s") and r.get("published_top1_percent") not in (None, "")]
+        seen = set()
+        for name, latency, top1, family in points:
+            ax.scatter(latency, top1, color=colors[family], s=30, label=family if family not in seen else None)
+            seen.add(family)
+            ax.annotate(name, (latency, top1), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front([(n, lat, acc) for n, lat, acc, _ in points])
+        by_name = {n: (lat, acc) for n, lat, acc, _ in points}
+        if front:
+            ax.step([by_name[n][0] for n in front], [by_name[n][1] for n in front], where="post", color="black",
+                    linewidth=1, label="Pareto frontier on this device")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"measured latency on {device}, {backend} (ms, log)")
+        ax.set_ylabel("ImageNet top-1 (%), as published in each paper (not measured)")
+        ax.set_title(f"{backend}: accuracy vs latency")
+        ax.grid(alpha=0.2)
+        ax.legend(fontsize=6, ncol=2)
+    return _save(fig, stem)
+
+
+def plot_class_shares(shares: dict[tuple[str, str], dict[str, dict[str, float]]], groups: list[str], stem: Path, device: str) -> list[Path]:
+    """Per model and backend: stacked bars of time share by op class next to the
+    FLOP share of the same classes ("FLOPs are not latency")."""
+    plt = _pyplot()
+    keys = list(shares)
+    labels = []
+    time_rows, flop_rows = [], []
+    for model, backend in keys:
+        labels.append(f"{model}\n{backend}")
+        time_rows.append([shares[(model, backend)]["time"].get(g, 0.0) for g in groups])
+        flop_rows.append([shares[(model, backend)]["flops"].get(g, 0.0) for g in groups])
+    colors = [plt.cm.tab10(i % 10) for i in range(len(groups))]
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(keys) + 2), 6))
+    width = 0.38
+    for side, (rows, offset, hatch) in enumerate(((time_rows, -width / 2, ""), (flop_rows, width / 2, "//"))):
+        bottoms = [0.0] * len(keys)
+        for gi, group in enumerate(groups):
+            values = [row[gi] * 100 for row in rows]
+            ax.bar([i + offset for i in range(len(keys))], values, width, bottom=bottoms, color=colors[gi], hatch=hatch,
+                   edgecolor="white", label=group if side == 0 else None)
+            bottoms = [b + v for b, v in zip(bottoms, values)]
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=6)
+    ax.set_ylabel("share of the model total (%)")
+    ax.set_title(f"Time share by op class (left bar, plain) vs FLOP share (right bar, hatched) on {device}")
+    ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    return _save(fig, stem)
+
+
+def plot_models_roofline(rows: list[dict[str, Any]], backends: list[str], peaks_by_backend: dict[str, Any], stem: Path, device: str) -> list[Path]:
+    """Each model as one point per backend on that backend's roofline."""
+    points = []
+    for r in rows:
+        for backend in backends:
+            latency = r.get(f"{backend}_median_s")
+            memory = r.get("memory_bytes_fused" if backend == "onnxruntime" else "memory_bytes")
+            if latency and memory and r.get("flops"):
+                points.append({"layer": r["model"], "intensity": float(r["flops"]) / float(memory),
+                               "achieved_flops_per_s": float(r["flops"]) / float(latency), "backend": backend,
+                               "op_class": r.get("family") or "model"})
+    return plot_roofline(points, peaks_by_backend, stem, f"models on the roofline of {device} (colour: family)")
