@@ -11,7 +11,6 @@ module adds the source tree's state and CPU-contention counters.
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path

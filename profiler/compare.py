@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import datetime
-import io
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 
 from lwprof import output
 from lwprof.errors import LwprofError
+from lwprof.latency_command import csv_text
 from lwprof.measure import Budget
 from lwprof.output import Column, OutputFormat
 
@@ -251,25 +251,13 @@ class CompareRun:
     def write(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "compare.json").write_text(json.dumps(self.payload(), indent=2, default=str) + "\n")
-        (self.out / "compare.csv").write_text(_csv(self.rows))
+        (self.out / "compare.csv").write_text(csv_text(self.rows))
         if self.partial:
             (self.out / "PARTIAL").write_text("Interrupted: the files hold the models measured before Ctrl-C.\n")
 
 
 def _safe(spec: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in spec).strip("_") or "model"
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    keys: list[str] = []
-    for row in rows:
-        keys += [k for k in row if k not in keys]
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(keys)
-    for row in rows:
-        writer.writerow(["" if row.get(k) is None else row[k] for k in keys])
-    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------------
@@ -436,7 +424,7 @@ def print_compare(payload: dict[str, Any], fmt: OutputFormat, sort: str) -> None
         sys.stdout.write(json.dumps({**payload, "rows": rows}, indent=2, default=str) + "\n")
         return
     if fmt is OutputFormat.csv:
-        sys.stdout.write(_csv(rows))
+        sys.stdout.write(csv_text(rows))
         return
 
     def ms(value: Any) -> str:

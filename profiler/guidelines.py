@@ -444,7 +444,6 @@ def run_guidelines(
     from lwprof.environment import physical_cores
     from lwprof.guideline_nets import SCALES, table_numbers
     from lwprof.latency_command import parse_backends
-    from lwprof.output import OutputFormat
 
     check_device(device)
     selected_tables = parse_int_list(tables, "--tables", tuple(table_numbers()))

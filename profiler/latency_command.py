@@ -405,7 +405,7 @@ class LatencyJob:
                     lines.append(f"{result.backend},{self.device},{result.batch_size},{index},{seconds!r}")
         _atomic_write(run_dir / "latency.csv", "\n".join(lines) + "\n")
         layer_rows = self.layer_table()
-        _atomic_write(run_dir / "layers.csv", _csv_text(layer_rows))
+        _atomic_write(run_dir / "layers.csv", csv_text(layer_rows))
         marker = run_dir / "PARTIAL"
         if self.partial:
             marker.write_text("This run was interrupted: the files hold what was measured before Ctrl-C.\n")
@@ -572,7 +572,8 @@ def _atomic_write(path: Path, text: str) -> None:
     temporary.replace(path)
 
 
-def _csv_text(rows: list[dict[str, Any]]) -> str:
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    """Rows as CSV, the union of their keys as columns (first-seen order), None as empty."""
     import io
 
     keys: list[str] = []

@@ -7,7 +7,6 @@ What is checked is that the documented commands and options exist, parse,
 and succeed: the behaviour behind them is tested in the other test files.
 """
 
-import os
 import re
 import shlex
 from pathlib import Path

@@ -1,4 +1,4 @@
-"""The roofline: bound arithmetic, fingerprint, cache, peak measurement, `lwprof device`, plots."""
+"""The roofline: bound arithmetic, fingerprint, cache, peak measurement, `lwprof device` (plots: test_plots.py)."""
 
 import json
 import math
@@ -79,26 +79,3 @@ def test_device_cuda_without_cuda_is_exit_2():
     result = CliRunner().invoke(app, ["device", "--device", "cuda"])
     assert result.exit_code == 2 and result.stderr.strip().count("\n") == 0
 
-
-def test_plots_write_png_and_svg(tmp_path):
-    from lwprof.plots import plot_guideline_table, plot_roofline, plot_time_vs_flop_share
-
-    rows = [
-        {"layer": f"l{i}", "flops": 1000 * (i + 1), "memory_bytes": 400, "time_s": {"torch": 0.001 * (i % 3 + 1), "onnxruntime": None}}
-        for i in range(25)
-    ]
-    points = [
-        {"layer": "a", "intensity": 2.0, "achieved_flops_per_s": 1e9, "backend": "torch", "op_class": "conv"},
-        {"layer": "b", "intensity": 0.2, "achieved_flops_per_s": 1e8, "backend": "torch", "op_class": "activation"},
-    ]
-    guideline_rows = [
-        {"row": "g=1", "scale": 1, "backend": "torch", "paper_normalized": 1.0, "measured_normalized": 1.0},
-        {"row": "g=8", "scale": 1, "backend": "torch", "paper_normalized": 0.7, "measured_normalized": 0.5},
-    ]
-    written = (
-        plot_time_vs_flop_share(rows, tmp_path / "share", "t")
-        + plot_roofline(points, {"torch": PEAKS}, tmp_path / "roof", "t")
-        + plot_guideline_table(2, guideline_rows, tmp_path / "table2", "arm", "cpu")
-    )
-    assert [p.name for p in written] == ["share.png", "share.svg", "roof.png", "roof.svg", "table2.png", "table2.svg"]
-    assert all(p.stat().st_size > 1000 for p in written)
