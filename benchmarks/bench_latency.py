@@ -17,20 +17,34 @@ Usage (from the repository root)::
     .venv/bin/python benchmarks/bench_latency.py --models pplcnet_100 ghostnet_100 --rounds 2 --cli-runs 0
 
 Method for 1: per model, one process, the same module object and the same
-input for lwprof and the reference. Each round measures, in an order rotated
-per round, lwprof torch (``TorchSession.run`` through ``run_timed`` with the
-default budget), the torch reference (``Timer("model(x)")`` inside
-``torch.inference_mode``, as lwprof's session runs, ``blocked_autorange`` for
-at least the same minimum time), lwprof ONNX Runtime (``OnnxRuntimeSession``
-through ``run_timed``) and the ORT reference (a fresh ``InferenceSession`` on
-the same cached export with the same options, a bare timed ``session.run``
-loop of the same length). A model's deviation is the median over rounds of
-(lwprof median / reference median - 1), which cancels drift of a shared
-machine between rounds. Rounds in which other processes used more than
-``--quiet-max`` of the CPU are recorded and flagged.
+input for lwprof and the reference: lwprof torch (``TorchSession.run``
+through ``run_timed`` with the default budget) against ``Timer`` running
+``model(x)`` inside ``torch.inference_mode`` exactly as ``TorchSession.run``
+does (``blocked_autorange`` for the budget's minimum time); lwprof ONNX
+Runtime (``OnnxRuntimeSession`` through ``run_timed``) against a second
+``InferenceSession`` on the same cached export with the same options, timed
+in a bare ``perf_counter`` loop. After an untimed warm-up, each round times
+the two pairs, each pair back to back (which pair first, and which member of
+a pair first, alternate between rounds). A model's deviation is the median
+over rounds of (lwprof median / reference median - 1) within a round.
+
+This machine's speed changes in steps (up to 1.6x for tens of seconds, with
+nothing else running in the VM and nothing in ``/proc/stat``), so a ratio is
+only trusted when the machine kept its speed during the pair: a 0.3 s plain
+loop of the model just before and just after the pair (the sentinel) must
+agree within ``--steady-max``, and other processes must have used at most
+``--quiet-max`` of the CPU meanwhile. Other rounds are kept in the JSON but
+not used, and more rounds run, up to ``--max-rounds``.
+
+Method for 2 and 3: ``python -m lwprof profile MODEL --device cpu --format
+json --no-plots`` in a subprocess, ``--cli-runs`` times back to back; wall
+time of each, each backend's median from its JSON, and the same plain loops
+in this process just before and after each run, so that a spread caused by
+the machine can be told from one caused by lwprof.
 
 Results go to ``reports/benchmarks/latency/`` (results.csv, results.json with
-every raw figure and the environment, summary.md).
+every raw figure and the environment, summary.md). Timings are never asserted
+in tests.
 """
 
 from __future__ import annotations
@@ -44,7 +58,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from _env import REPO_ROOT, capture_environment, cpu_snapshot, foreign_cpu_share, format_environment
 
@@ -58,30 +72,101 @@ DEFAULT_MODELS = [
     "squeezenet_1_1",
 ]
 TARGET_DEVIATION = 0.05
+TARGET_MODELS = 5
 TARGET_SPREAD = 0.05
 TARGET_WALL_S = 60.0
+WARMUP_S = 0.5  # untimed, per measurer, before the first round
+SENTINEL_S = 0.3  # the plain loop before and after each pair that detects a change of machine speed
 DEFAULT_OUT = REPO_ROOT / "reports" / "benchmarks" / "latency"
-MEASURED_SOURCES = ["profiler/measure.py", "profiler/backends.py", "profiler/latency_command.py", "profiler/torch_layers.py", "profiler/ort_layers.py"]
+# The code whose measurements are checked; their hashes go into the environment.
+MEASURED_SOURCES = [
+    "profiler/measure.py",
+    "profiler/backends.py",
+    "profiler/latency_command.py",
+    "profiler/torch_layers.py",
+    "profiler/ort_layers.py",
+    "profiler/roofline.py",
+]
+MEASURERS = ("lwprof_torch", "torch_timer", "lwprof_ort", "ort_bare")
+LABELS = {
+    "lwprof_torch": "lwprof torch",
+    "torch_timer": "Timer.blocked_autorange",
+    "lwprof_ort": "lwprof ONNX Runtime",
+    "ort_bare": "bare session.run",
+}
+PAIRS = {"torch": ("lwprof_torch", "torch_timer"), "ort": ("lwprof_ort", "ort_bare")}
 
 
-def _median_of_loop(fn: Any, seconds: float, warmup: int = 3) -> tuple[float, int]:
-    for _ in range(warmup):
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _rotated(items: list[Any], shift: int) -> list[Any]:
+    shift %= len(items)
+    return items[shift:] + items[:shift]
+
+
+def bare_loop(fn: Callable[[], Any], min_time_s: float, warmup: int, warmup_time_s: float, min_samples: int) -> list[float]:
+    """What a user would write: warm up as lwprof's budget does, then time each
+    call with ``perf_counter`` for at least ``min_time_s`` and ``min_samples``."""
+    warm_start = time.perf_counter()
+    done = 0
+    while done < warmup or time.perf_counter() - warm_start < warmup_time_s:
         fn()
+        done += 1
     samples = []
     start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(samples) < 10:
+    while time.perf_counter() - start < min_time_s or len(samples) < min_samples:
         begin = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - begin)
-    return statistics.median(samples), len(samples)
+    return samples
 
 
-def measure_model(name: str, threads: int, rounds: int, cache_dir: Path, quiet_max: float) -> dict[str, Any]:
+def _figures(samples: list[float]) -> dict[str, Any]:
+    return {"median_s": statistics.median(samples), "mean_s": statistics.fmean(samples), "n": len(samples), "calls": len(samples)}
+
+
+def _minor_page_faults() -> int | None:
+    """Minor page faults of this process so far (all threads; None off Unix).
+    Per forward pass they show whether the allocator handed activations back
+    to the kernel between calls, which costs time on every call."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def _pair_order(index: int) -> list[str]:
+    """Which pair a round measures first: swapped every other round, so that
+    with the lwprof/reference order inside a pair (swapped every round) four
+    rounds see every arrangement."""
+    pairs = list(PAIRS)
+    return pairs if (index // 2) % 2 == 0 else pairs[::-1]
+
+
+def _usable(rounds: list[dict[str, Any]], pair: str) -> int:
+    return sum(r["pairs"][pair]["usable"] for r in rounds)
+
+
+def measure_model(
+    name: str, threads: int, rounds: int, max_rounds: int, cache_dir: Path, quiet_max: float, steady_max: float
+) -> dict[str, Any]:
+    """All rounds of one model: raw per-round figures, nothing derived.
+
+    A round measures each pair (lwprof and its reference) back to back,
+    bracketed by a short plain loop of the same model (the sentinel): when
+    the sentinel's median after the pair differs from the one before by more
+    than ``steady_max``, the machine changed speed during the pair and the
+    pair's ratio of that round is not used. Rounds go on until every pair has
+    ``rounds`` usable ones (quiet and steady), at most ``max_rounds``."""
     import onnxruntime as ort
     import torch
     from torch.utils.benchmark import Timer
 
-    from lwprof.backends import example_input, get_backend
+    from lwprof.backends import GRAPH_OPTIMIZATION_LEVEL, example_input, get_backend
     from lwprof.loader import load_model
     from lwprof.measure import Budget, run_timed
 
@@ -90,156 +175,505 @@ def measure_model(name: str, threads: int, rounds: int, cache_dir: Path, quiet_m
     budget = Budget()
     torch_session = get_backend("torch").prepare(loaded, x, "cpu", threads, cache_dir)
     ort_session = get_backend("onnxruntime").prepare(loaded, x, "cpu", threads, cache_dir)
+    # The options OnnxRuntimeSession sets, one by one.
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
     options.log_severity_level = 3
     bare = ort.InferenceSession(str(ort_session.onnx_path), options, providers=["CPUExecutionProvider"])
-    feed = dict(ort_session.feed)
+    feed = ort_session.feed  # the very arrays lwprof feeds
     module, tensor = torch_session.module, torch_session.x
 
-    def torch_reference() -> float:
+    def run_bare() -> None:
+        bare.run(None, feed)
+
+    def lwprof_torch() -> dict[str, Any]:
+        samples, _ = run_timed(torch_session.run, budget, torch_session.timer)
+        return _figures(samples)
+
+    def torch_timer() -> dict[str, Any]:
+        # TorchSession.run enters inference_mode on every call: so does the statement.
         timer = Timer(
-            stmt="with torch.inference_mode(): model(x)",
+            stmt="with torch.inference_mode():\n    model(x)",
             globals={"model": module, "x": tensor, "torch": torch},
             num_threads=threads,
         )
-        return timer.blocked_autorange(min_run_time=budget.min_time_s).median
+        measurement = timer.blocked_autorange(min_run_time=budget.min_time_s)
+        return {
+            "median_s": measurement.median,
+            "mean_s": measurement.mean,
+            "n": len(measurement.times),
+            "number_per_run": measurement.number_per_run,
+            "calls": len(measurement.times) * measurement.number_per_run,
+        }
 
-    def ort_reference() -> float:
-        return _median_of_loop(lambda: bare.run(None, feed), budget.min_time_s)[0]
+    def lwprof_ort() -> dict[str, Any]:
+        samples, _ = run_timed(ort_session.run, budget, ort_session.timer)
+        return _figures(samples)
 
-    def lwprof_torch() -> float:
-        return statistics.median(run_timed(torch_session.run, budget, torch_session.timer)[0])
+    def ort_bare() -> dict[str, Any]:
+        return _figures(bare_loop(run_bare, budget.min_time_s, budget.warmup, budget.warmup_time_s, budget.min_samples))
 
-    def lwprof_ort() -> float:
-        return statistics.median(run_timed(ort_session.run, budget, ort_session.timer)[0])
-
-    measurers = {"lwprof_torch": lwprof_torch, "torch_timer": torch_reference, "lwprof_ort": lwprof_ort, "ort_bare": ort_reference}
-    order = list(measurers)
-    per_round = []
+    measurers = {"lwprof_torch": lwprof_torch, "torch_timer": torch_timer, "lwprof_ort": lwprof_ort, "ort_bare": ort_bare}
+    result: dict[str, Any] = {
+        "model": name,
+        "input_shape": list(loaded.input_shape),
+        "threads": threads,
+        "torch_info": dict(torch_session.info),
+        "onnxruntime_info": dict(ort_session.info),
+        "rounds": [],
+    }
     try:
-        for r in range(rounds):
-            begin = cpu_snapshot()
-            figures = {}
-            for key in order[r % len(order):] + order[: r % len(order)]:
-                figures[key] = measurers[key]()
-            foreign = foreign_cpu_share(begin, cpu_snapshot())
-            figures["foreign_cpu_share"] = foreign
-            figures["quiet"] = foreign is None or foreign <= quiet_max
-            figures["torch_deviation"] = figures["lwprof_torch"] / figures["torch_timer"] - 1
-            figures["ort_deviation"] = figures["lwprof_ort"] / figures["ort_bare"] - 1
-            per_round.append(figures)
-            print(
-                f"  {name} round {r + 1}: torch {figures['lwprof_torch'] * 1e3:.3f} vs Timer {figures['torch_timer'] * 1e3:.3f} ms "
-                f"({figures['torch_deviation']:+.1%}); ORT {figures['lwprof_ort'] * 1e3:.3f} vs bare {figures['ort_bare'] * 1e3:.3f} ms "
-                f"({figures['ort_deviation']:+.1%})",
-                file=sys.stderr,
-            )
+        # Untimed: the first timing after loading, exporting and building
+        # sessions is slower for whichever measurer comes first (first-touch
+        # page faults, cold caches), which would bias round 1.
+        torch.set_num_threads(threads)
+        for fn in (torch_session.run, ort_session.run, run_bare):
+            bare_loop(fn, WARMUP_S, 1, 0.0, 1)
+        sentinels = {"torch": torch_session.run, "ort": run_bare}
+        index = 0
+        while index < max_rounds and min(_usable(result["rounds"], pair) for pair in PAIRS) < rounds:
+            figures: dict[str, Any] = {"order": [], "pairs": {}}
+            for pair in _pair_order(index):
+                lwprof_key, reference_key = PAIRS[pair]
+                keys = [lwprof_key, reference_key] if index % 2 == 0 else [reference_key, lwprof_key]
+                begin = cpu_snapshot()
+                before = statistics.median(bare_loop(sentinels[pair], SENTINEL_S, 1, 0.0, 5))
+                for key in keys:
+                    faults = _minor_page_faults()
+                    figures[key] = measurers[key]()
+                    if faults is not None:
+                        # warm-up calls included: an estimate per call, not an exact count
+                        figures[key]["minor_page_faults_per_call"] = (_minor_page_faults() - faults) / figures[key]["calls"]
+                after = statistics.median(bare_loop(sentinels[pair], SENTINEL_S, 1, 0.0, 5))
+                share = foreign_cpu_share(begin, cpu_snapshot())
+                quiet = share is None or share <= quiet_max
+                steady = abs(after / before - 1) <= steady_max
+                figures["order"] += keys
+                figures["pairs"][pair] = {
+                    "foreign_cpu_share": share,
+                    "quiet": quiet,
+                    "sentinel_before_s": before,
+                    "sentinel_after_s": after,
+                    "speed_change": after / before - 1,
+                    "steady": steady,
+                    "usable": quiet and steady,
+                }
+            result["rounds"].append(figures)
+            index += 1
+            notes = []
+            for pair, (lwprof_key, reference_key) in PAIRS.items():
+                state = figures["pairs"][pair]
+                flag = "" if state["usable"] else (" not quiet" if not state["quiet"] else "") + (
+                    f" speed changed {state['speed_change']:+.0%}" if not state["steady"] else ""
+                )
+                notes.append(
+                    f"{pair} {figures[lwprof_key]['median_s'] * 1e3:.3f} vs {figures[reference_key]['median_s'] * 1e3:.3f} ms "
+                    f"({figures[lwprof_key]['median_s'] / figures[reference_key]['median_s'] - 1:+.1%}{flag})"
+                )
+            print(f"  round {index}: " + "; ".join(notes), file=sys.stderr, flush=True)
     finally:
         torch_session.close()
         ort_session.close()
-    quiet = [f for f in per_round if f["quiet"]] or per_round
-    row = {"model": name, "input_shape": "x".join(map(str, loaded.input_shape)), "threads": threads, "rounds": len(per_round), "quiet_rounds": sum(f["quiet"] for f in per_round)}
-    for key in ("lwprof_torch", "torch_timer", "lwprof_ort", "ort_bare"):
-        row[f"{key}_median_s"] = statistics.median(f[key] for f in quiet)
-    for key in ("torch_deviation", "ort_deviation"):
-        row[key] = statistics.median(f[key] for f in quiet)
-        row[f"{key}_within_target"] = abs(row[key]) <= TARGET_DEVIATION
-    row["per_round"] = per_round
+    return result
+
+
+def _rounds_used(rounds: list[dict[str, Any]], pair: str) -> list[dict[str, Any]]:
+    """A pair's usable rounds; else its quiet ones; else all of them."""
+    return (
+        [r for r in rounds if r["pairs"][pair]["usable"]]
+        or [r for r in rounds if r["pairs"][pair]["quiet"]]
+        or rounds
+    )
+
+
+def model_row(result: dict[str, Any]) -> dict[str, Any]:
+    """One CSV row from a model's raw rounds: per pair, medians over the
+    rounds used (see :func:`_rounds_used`) and the deviations."""
+    if "error" in result:
+        return {"model": result["model"], "error": result["error"]}
+    rounds = result["rounds"]
+    row: dict[str, Any] = {
+        "model": result["model"],
+        "input_shape": "x".join(map(str, result["input_shape"])),
+        "threads": result["threads"],
+        "rounds": len(rounds),
+    }
+    for pair, (lwprof_key, reference_key) in PAIRS.items():
+        used = _rounds_used(rounds, pair)
+        row[f"{pair}_usable_rounds"] = _usable(rounds, pair)
+        row[f"{pair}_quiet_rounds"] = sum(r["pairs"][pair]["quiet"] for r in rounds)
+        for key in (lwprof_key, reference_key):
+            row[f"{key}_median_s"] = statistics.median(r[key]["median_s"] for r in used)
+        per_round = [r[lwprof_key]["median_s"] / r[reference_key]["median_s"] - 1 for r in used]
+        row[f"{pair}_deviation"] = statistics.median(per_round)
+        row[f"{pair}_deviation_min"] = min(per_round)
+        row[f"{pair}_deviation_max"] = max(per_round)
+        row[f"{pair}_within_target"] = abs(row[f"{pair}_deviation"]) <= TARGET_DEVIATION
+        # Cross-checks: the same ratio of means (Timer's samples are blocks of
+        # number_per_run calls), and over every round, usable or not.
+        row[f"{pair}_mean_deviation"] = statistics.median(r[lwprof_key]["mean_s"] / r[reference_key]["mean_s"] - 1 for r in used)
+        row[f"{pair}_deviation_all_rounds"] = statistics.median(
+            r[lwprof_key]["median_s"] / r[reference_key]["median_s"] - 1 for r in rounds
+        )
+        # The noise floor: how much the very same plain loop changed across
+        # one pair's few seconds, over the quiet rounds (all when none was).
+        quiet = [r for r in rounds if r["pairs"][pair]["quiet"]] or rounds
+        row[f"{pair}_median_speed_change"] = statistics.median(abs(r["pairs"][pair]["speed_change"]) for r in quiet)
+        row[f"{pair}_largest_speed_change"] = max((r["pairs"][pair]["speed_change"] for r in rounds), key=abs)
+        row[f"{lwprof_key}_minor_page_faults_per_call"] = statistics.median(
+            r[lwprof_key].get("minor_page_faults_per_call", float("nan")) for r in used
+        )
+        row[f"{reference_key}_minor_page_faults_per_call"] = statistics.median(
+            r[reference_key].get("minor_page_faults_per_call", float("nan")) for r in used
+        )
+    row["timer_number_per_run"] = max(r["torch_timer"]["number_per_run"] for r in rounds)
+    row["error"] = ""
     return row
 
 
-def cli_runs(model: str, runs: int, cache_dir: Path) -> dict[str, Any]:
+class CliSentinel:
+    """Plain loops of the CLI's model in this process, one per backend, run
+    just before and after each CLI run: the machine's speed at that moment.
+    A CLI median divided by them is a speed-normalised figure whose spread
+    over the runs is lwprof's own, with the machine's drift taken out."""
+
+    def __init__(self, model: str, threads: int, cache_dir: Path):
+        import onnxruntime as ort
+
+        from lwprof.backends import GRAPH_OPTIMIZATION_LEVEL, cached_onnx_export, example_input, get_backend
+        from lwprof.loader import load_model
+
+        loaded = load_model(model)
+        x = example_input(loaded.input_shape)
+        self.torch_session = get_backend("torch").prepare(loaded, x, "cpu", threads, cache_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION_LEVEL)
+        options.log_severity_level = 3
+        export = cached_onnx_export(loaded.module, loaded.name, tuple(x.shape), cache_dir)
+        self.ort_session = ort.InferenceSession(str(export.path), options, providers=["CPUExecutionProvider"])
+        self.feed = {self.ort_session.get_inputs()[0].name: x}
+        self.threads = threads
+
+    def measure(self) -> dict[str, float]:
+        import torch
+
+        torch.set_num_threads(self.threads)
+        loops = {"torch": self.torch_session.run, "onnxruntime": lambda: self.ort_session.run(None, self.feed)}
+        return {backend: statistics.median(bare_loop(fn, 2 * SENTINEL_S, 3, 0.0, 5)) for backend, fn in loops.items()}
+
+    def close(self) -> None:
+        self.torch_session.close()
+
+
+def run_cli(model: str, runs: int, cache_dir: Path | None, threads: int, quiet_max: float, steady_max: float) -> dict[str, Any]:
+    """``lwprof profile MODEL --device cpu`` ``runs`` times back to back, as a user runs it."""
+    from lwprof.backends import default_cache_dir
+
     results = []
+    sentinel: CliSentinel | None = None
+    try:
+        sentinel = CliSentinel(model, threads, cache_dir or default_cache_dir())
+    except Exception as exc:
+        print(f"  no speed sentinel for {model}: {_error_text(exc)}", file=sys.stderr, flush=True)
     with tempfile.TemporaryDirectory(prefix="lwprof-bench-") as folder:
-        for i in range(runs):
+        for index in range(runs):
             command = [sys.executable, "-m", "lwprof", "profile", model, "--device", "cpu", "--format", "json",
-                       "--reports-dir", folder, "--cache-dir", str(cache_dir)]
+                       "--reports-dir", folder, "--no-plots"]
+            if cache_dir is not None:
+                command += ["--cache-dir", str(cache_dir)]
+            before = sentinel.measure() if sentinel else None
+            begin = cpu_snapshot()
             start = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
             wall = time.perf_counter() - start
-            if done.returncode != 0:
-                results.append({"run": i, "wall_s": wall, "error": done.stderr.strip().splitlines()[-1:]})
-                continue
-            payload = json.loads(done.stdout)
-            medians = {r["backend"]: r.get("median_s") for r in payload["results"]}
-            results.append({"run": i, "wall_s": wall, "medians_s": medians, "wall_time_split_s": payload["wall_time_split_s"]})
-            print(f"  cli run {i + 1}: {wall:.1f} s wall, medians " + ", ".join(f"{b} {m * 1e3:.3f} ms" for b, m in medians.items() if m), file=sys.stderr)
-    spreads = {}
-    for backend in ("torch", "onnxruntime"):
-        values = [r["medians_s"][backend] for r in results if "medians_s" in r and r["medians_s"].get(backend)]
-        if len(values) >= 2:
-            spreads[backend] = (max(values) - min(values)) / statistics.median(values)
-    walls = [r["wall_s"] for r in results]
-    return {
-        "model": model,
-        "runs": results,
-        "spread": spreads,
-        "spread_within_target": {b: s <= TARGET_SPREAD for b, s in spreads.items()},
-        "max_wall_s": max(walls) if walls else None,
-        "wall_within_target": bool(walls) and max(walls) <= TARGET_WALL_S,
+            share = foreign_cpu_share(begin, cpu_snapshot())
+            after = sentinel.measure() if sentinel else None
+            run: dict[str, Any] = {"run": index + 1, "wall_s": wall, "foreign_cpu_share": share,
+                                   "quiet": share is None or share <= quiet_max, "returncode": done.returncode,
+                                   "sentinel_before_s": before, "sentinel_after_s": after}
+            if before and after:
+                run["speed_change"] = {b: after[b] / before[b] - 1 for b in before}
+                run["steady"] = all(abs(change) <= steady_max for change in run["speed_change"].values())
+            try:
+                payload = json.loads(done.stdout) if done.returncode == 0 else None
+            except json.JSONDecodeError as exc:
+                payload, run["error"] = None, f"unreadable JSON on stdout: {_error_text(exc)}"
+            if payload is None:
+                run.setdefault("error", (done.stderr.strip().splitlines() or ["no output"])[-1])
+                print(f"  cli run {index + 1}: failed after {wall:.1f} s: {run['error']}", file=sys.stderr, flush=True)
+            else:
+                run["medians_s"] = {r["backend"]: r.get("median_s") for r in payload["results"]}
+                run["samples"] = {r["backend"]: r.get("n") for r in payload["results"]}
+                run["wall_time_split_s"] = payload.get("wall_time_split_s")
+                run["roofline_sources"] = {b: p.get("source") for b, p in payload.get("roofline", {}).items()}
+                medians = ", ".join(f"{b} {m * 1e3:.3f} ms" for b, m in run["medians_s"].items() if m)
+                plain = ""
+                if before and after:
+                    plain = "; plain loop in this process " + ", ".join(
+                        f"{b} {before[b] * 1e3:.3f} -> {after[b] * 1e3:.3f} ms" for b in before
+                    )
+                print(f"  cli run {index + 1}: {wall:.1f} s wall, medians {medians}{plain}", file=sys.stderr, flush=True)
+            results.append(run)
+    if sentinel is not None:
+        sentinel.close()
+    shown = ["python", *command[1:]] if runs else []
+    if shown:
+        shown[shown.index("--reports-dir") + 1] = "<scratch folder>"
+    return {"model": model, "command": " ".join(shown), "runs": results}
+
+
+def _spread(values: list[float]) -> float | None:
+    return (max(values) - min(values)) / statistics.median(values) if len(values) >= 2 else None
+
+
+def _run(runs: list[dict[str, Any]], number: int) -> dict[str, Any]:
+    return next(r for r in runs if r["run"] == number)
+
+
+def cli_summary(cli: dict[str, Any], steady_max: float) -> dict[str, Any]:
+    runs = cli["runs"]
+    summary: dict[str, Any] = {
+        "model": cli["model"],
+        "failed_runs": sum("error" in r for r in runs),
+        "medians_s": {},
+        "spread": {},
+        "speed_normalised_spread": {},
     }
+    for backend in ("torch", "onnxruntime"):
+        measured = [r for r in runs if r.get("medians_s", {}).get(backend)]
+        values = [r["medians_s"][backend] for r in measured]
+        summary["medians_s"][backend] = values
+        summary["spread"][backend] = _spread(values)
+        # CLI median over the plain in-process loop's mean speed around that
+        # run, for runs around which that loop kept its speed (else the mean
+        # does not say what speed the run had).
+        ratios = {
+            r["run"]: r["medians_s"][backend] / ((r["sentinel_before_s"][backend] + r["sentinel_after_s"][backend]) / 2)
+            for r in measured
+            if r.get("sentinel_before_s") and r.get("sentinel_after_s")
+        }
+        steady = [ratio for run, ratio in ratios.items() if abs(_run(runs, run)["speed_change"][backend]) <= steady_max]
+        summary.setdefault("to_plain_loop_ratio", {})[backend] = ratios
+        summary.setdefault("steady_runs", {})[backend] = len(steady)
+        summary["speed_normalised_spread"][backend] = _spread(steady)
+    summary["spread_within_target"] = {b: s is not None and s <= TARGET_SPREAD for b, s in summary["spread"].items()}
+    walls = [r["wall_s"] for r in runs if "error" not in r]
+    summary["max_wall_s"] = max(walls) if walls else None
+    summary["wall_within_target"] = bool(walls) and max(walls) <= TARGET_WALL_S
+    return summary
 
 
-def write_results(out: Path, rows: list[dict[str, Any]], cli: dict[str, Any] | None, environment: dict[str, Any], settings: dict[str, Any]) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    keys = [k for k in rows[0] if k != "per_round"] if rows else []
-    with (out / "results.csv").open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(keys)
-        for row in rows:
-            writer.writerow([row[k] for k in keys])
-    (out / "results.json").write_text(json.dumps({"settings": settings, "models": rows, "cli": cli, "environment": environment}, indent=2) + "\n")
+def summarize(rows: list[dict[str, Any]], results: list[dict[str, Any]], cli: dict[str, Any] | None, steady_max: float) -> dict[str, Any]:
+    measured = [r for r in rows if not r.get("error")]
+    summary: dict[str, Any] = {"models": len(rows), "measured_models": len(measured)}
+    for pair in PAIRS:
+        within = [r["model"] for r in measured if r[f"{pair}_within_target"]]
+        summary[f"{pair}_models_within_target"] = within
+        summary[f"{pair}_worst_deviation"] = max((r[f"{pair}_deviation"] for r in measured), key=abs, default=None)
+        changes = [
+            abs(r["pairs"][pair]["speed_change"])
+            for result in results
+            for r in result.get("rounds", [])
+            if r["pairs"][pair]["quiet"]
+        ]
+        summary[f"{pair}_noise_floor"] = {
+            "median_speed_change": statistics.median(changes) if changes else None,
+            "largest_speed_change": max(changes) if changes else None,
+            "share_of_pairs_over_steady_max": sum(c > steady_max for c in changes) / len(changes) if changes else None,
+        }
+    both = [r["model"] for r in measured if r["torch_within_target"] and r["ort_within_target"]]
+    summary["models_within_target_on_both"] = both
+    summary["accuracy_target_met"] = len(both) >= TARGET_MODELS
+    summary["cli"] = cli_summary(cli, steady_max) if cli else None
+    return summary
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "—" if value is None or value == "" else format(value, spec)
+
+
+def markdown_summary(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    summary, settings, environment = payload["summary"], payload["settings"], payload["environment"]
+    measured = [r for r in rows if not r.get("error")]
     lines = [
         "# Latency measurement: accuracy, stability, wall time",
         "",
-        "Generated by `benchmarks/bench_latency.py`; raw figures per round and the environment in `results.json`.",
+        f"Targets: for at least {TARGET_MODELS} zoo models, lwprof's torch median within ±{TARGET_DEVIATION:.0%} of "
+        "`torch.utils.benchmark.Timer.blocked_autorange()` and its ONNX Runtime median within "
+        f"±{TARGET_DEVIATION:.0%} of a bare `session.run` loop; three back-to-back `lwprof profile` runs whose "
+        f"medians spread by at most {TARGET_SPREAD:.0%}; `lwprof profile mobilenetv3 --device cpu` under "
+        f"{TARGET_WALL_S:g} s. Generated by `{settings['command']}`; every round's figures and the environment in "
+        "`results.json`, full precision in `results.csv`; method in `benchmarks/README.md`.",
         "",
         "## Environment",
         "",
         *format_environment(environment),
-        f"- Settings: {json.dumps(settings)}",
+        f"- Load average (1 min) at end: {_fmt(environment.get('load_average_1min_at_end'), '.2f')}; "
+        f"benchmark wall time {_fmt(environment.get('benchmark_wall_s'), '.0f')} s",
+        f"- Settings: {settings['threads']} threads for every backend; lwprof's default budget (3 warm-up runs / "
+        "0.2 s, then 1-5 s until the median's 95% CI is within 1%); Timer `blocked_autorange(min_run_time=1.0)`; "
+        f"bare loop 1 s after the same warm-up; {WARMUP_S:g} s untimed warm-up of each before round 1; each pair "
+        f"bracketed by a {SENTINEL_S:g} s plain loop of the model (a pair is steady when the two differ by at most "
+        f"{settings['steady_max']:.0%}); {settings['rounds']} usable (quiet: other processes at most "
+        f"{settings['quiet_max_foreign_cpu_share']:.0%} of the CPU, and steady) rounds wanted per pair, at most "
+        f"{settings['max_rounds']} rounds",
         "",
-        "## lwprof vs reference timers (median over rounds of lwprof / reference - 1; target within ±5%)",
+        "## Headline",
         "",
-        "| model | lwprof torch ms | Timer.blocked_autorange ms | deviation | lwprof ORT ms | bare session.run ms | deviation | quiet rounds |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for row in rows:
+    if measured:
         lines.append(
-            f"| {row['model']} | {row['lwprof_torch_median_s'] * 1e3:.3f} | {row['torch_timer_median_s'] * 1e3:.3f} | {row['torch_deviation']:+.1%} | "
-            f"{row['lwprof_ort_median_s'] * 1e3:.3f} | {row['ort_bare_median_s'] * 1e3:.3f} | {row['ort_deviation']:+.1%} | {row['quiet_rounds']}/{row['rounds']} |"
+            f"- Models within ±{TARGET_DEVIATION:.0%}: torch {len(summary['torch_models_within_target'])} of "
+            f"{len(measured)}, ONNX Runtime {len(summary['ort_models_within_target'])} of {len(measured)}, both "
+            f"{len(summary['models_within_target_on_both'])} of {len(measured)} (target: at least {TARGET_MODELS}: "
+            f"{'met' if summary['accuracy_target_met'] else 'not met'}). Largest deviation: torch "
+            f"{_fmt(summary['torch_worst_deviation'], '+.1%')}, ONNX Runtime {_fmt(summary['ort_worst_deviation'], '+.1%')}."
         )
-    within = sum(r["torch_deviation_within_target"] and r["ort_deviation_within_target"] for r in rows)
-    lines += ["", f"{within} of {len(rows)} models within ±5% on both backends.", ""]
+    floors = {pair: summary[f"{pair}_noise_floor"] for pair in PAIRS}
+    if all(floor["median_speed_change"] is not None for floor in floors.values()):
+        lines.append(
+            "- Noise floor: the same plain loop of the model, measured just before and just after a pair (a few "
+            "seconds apart, in rounds other processes left quiet), changed by a median of "
+            + ", ".join(f"{f['median_speed_change']:.1%} ({pair})" for pair, f in floors.items())
+            + "; by more than "
+            f"{settings['steady_max']:.0%} around "
+            + ", ".join(f"{f['share_of_pairs_over_steady_max']:.0%} of the {pair} pairs" for pair, f in floors.items())
+            + "; at most "
+            + ", ".join(f"{f['largest_speed_change']:.0%} ({pair})" for pair, f in floors.items())
+            + ". A deviation is only as good as this floor."
+        )
+    cli = summary.get("cli")
     if cli:
-        lines += ["## Three back-to-back `lwprof profile` runs", "", f"Model: {cli['model']}, default budgets.", "", "| run | wall s | torch median ms | onnxruntime median ms |", "|---|---|---|---|"]
-        for run in cli["runs"]:
-            medians = run.get("medians_s", {})
+        spread = ", ".join(f"{b} {_fmt(s, '.1%')}" for b, s in cli["spread"].items())
+        normalised = ", ".join(
+            f"{b} {_fmt(s, '.1%')} (steady runs: {cli['steady_runs'][b]})" for b, s in cli["speed_normalised_spread"].items()
+        )
+        failed = f"; {cli['failed_runs']} runs failed" if cli["failed_runs"] else ""
+        lines.append(
+            f"- {len(payload['cli']['runs'])} back-to-back `lwprof profile {cli['model']}` runs: spread of the medians "
+            f"{spread} (target ≤ {TARGET_SPREAD:.0%}); with the machine's speed taken out (each median over the plain "
+            f"in-process loop around its run, for runs around which that loop changed by at most "
+            f"{settings['steady_max']:.0%}) {normalised}; longest wall time {_fmt(cli['max_wall_s'], '.1f')} s "
+            f"(target < {TARGET_WALL_S:g} s){failed}."
+        )
+    lines += [
+        "",
+        "## lwprof against the reference timers",
+        "",
+        "Deviation: median over the usable rounds of lwprof's median / the reference's median in the same round, "
+        "minus 1 (range over those rounds in parentheses; ✗: outside ±5%). Milliseconds: median over the same rounds. "
+        "Rounds: usable / run; the largest change of machine speed seen around a pair is in `results.csv`.",
+        "",
+        "| model | lwprof torch ms | Timer ms | torch deviation | rounds | lwprof ORT ms | bare session.run ms | ORT deviation | rounds |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if r.get("error"):
+            lines.append(f"| {r['model']} | failed: {r['error']} | | | | | | | |")
+            continue
+        cells = []
+        for pair, (lwprof_key, reference_key) in PAIRS.items():
+            mark = "" if r[f"{pair}_within_target"] else " ✗"
+            cells += [
+                f"{r[f'{lwprof_key}_median_s'] * 1e3:.3f}",
+                f"{r[f'{reference_key}_median_s'] * 1e3:.3f}",
+                f"{r[f'{pair}_deviation']:+.1%}{mark} ({r[f'{pair}_deviation_min']:+.1%} … {r[f'{pair}_deviation_max']:+.1%})",
+                f"{r[f'{pair}_usable_rounds']}/{r['rounds']}",
+            ]
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + " |")
+    if cli:
+        lines += [
+            "",
+            "## Back-to-back `lwprof profile` runs",
+            "",
+            f"`{payload['cli']['command']}` (default budgets). Plain loop: the same model in the benchmark's process "
+            "(torch forward / bare `session.run`), median of 0.6 s just before and just after the run: the machine's "
+            "speed at that time.",
+            "",
+            "| run | wall s | torch median ms | plain torch loop before → after ms | ONNX Runtime median ms "
+            "| plain ORT loop before → after ms | roofline peaks | other processes' CPU |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for run in payload["cli"]["runs"]:
+            if "error" in run:
+                lines.append(f"| {run['run']} | {run['wall_s']:.1f} | failed: {run['error']} | | | | | |")
+                continue
+            cells = []
+            for backend in ("torch", "onnxruntime"):
+                median = run["medians_s"].get(backend)
+                cells.append(_fmt(median * 1e3 if median else None, ".3f"))
+                before, after = run.get("sentinel_before_s"), run.get("sentinel_after_s")
+                cells.append(f"{before[backend] * 1e3:.3f} → {after[backend] * 1e3:.3f}" if before and after else "—")
+            sources = ", ".join(sorted(set(filter(None, run.get("roofline_sources", {}).values())))) or "—"
             lines.append(
-                f"| {run['run'] + 1} | {run['wall_s']:.1f} | "
-                + " | ".join(f"{medians[b] * 1e3:.3f}" if medians.get(b) else str(run.get("error", "")) for b in ("torch", "onnxruntime"))
-                + " |"
+                f"| {run['run']} | {run['wall_s']:.1f} | " + " | ".join(cells) + f" | {sources} | {_fmt(run['foreign_cpu_share'], '.0%')} |"
             )
-        spread = ", ".join(f"{b} {s:.1%}" for b, s in cli["spread"].items())
-        lines += ["", f"Spread of the medians ((max - min) / median): {spread} (target ≤ 5%). Longest wall time {cli['max_wall_s']:.1f} s (target < 60 s).", ""]
-    (out / "summary.md").write_text("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        # csv writes floats with repr(): full precision; None becomes an empty cell
+        writer.writerows(rows)
+
+
+def write_results(out: Path, payload: dict[str, Any]) -> dict[str, Any]:
+    """Derive rows and summary from the raw figures in ``payload``; write the three result files."""
+    rows = [model_row(result) for result in payload["models"]]
+    payload["summary"] = summarize(rows, payload["models"], payload.get("cli"), payload["settings"]["steady_max"])
+    out.mkdir(parents=True, exist_ok=True)
+    if rows:
+        _write_csv(out / "results.csv", rows)
+    ordered = {key: payload.get(key) for key in ("environment", "settings", "summary", "models", "cli")}
+    (out / "results.json").write_text(json.dumps(ordered, indent=2) + "\n")
+    (out / "summary.md").write_text(markdown_summary(payload, rows))
+    return payload["summary"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="*", default=DEFAULT_MODELS, help="zoo models (default: 7 lightweight ones)")
-    parser.add_argument("--threads", type=int, help="threads for every backend (default: physical cores)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per model (default 3)")
+    parser.add_argument("--threads", type=int, help="threads for every backend (default: one per physical core, as lwprof)")
+    parser.add_argument("--rounds", type=int, default=3, help="quiet rounds wanted per model (default 3)")
+    parser.add_argument("--max-rounds", type=int, help="most rounds per model, quiet or not (default 2x --rounds)")
     parser.add_argument("--cli-model", default="mobilenet_v3_large_100", help="model of the back-to-back CLI runs")
-    parser.add_argument("--cli-runs", type=int, default=3, help="back-to-back `lwprof profile` runs (0 skips)")
-    parser.add_argument("--quiet-max", type=float, default=0.05, help="largest CPU share of other processes in a quiet round")
-    parser.add_argument("--cache-dir", type=Path, help="ONNX export cache (default: lwprof's)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    args = parser.parse_args()
+    parser.add_argument("--cli-runs", type=int, default=3, help="back-to-back `lwprof profile` runs (default 3; 0 skips)")
+    parser.add_argument(
+        "--quiet-max", type=float, default=0.05,
+        help="largest share of the machine's CPU other processes may use during a quiet round (default 0.05)",
+    )
+    parser.add_argument(
+        "--steady-max", type=float, default=0.05,
+        help="largest change of the model's plain-loop time across a pair for its round to count (default 0.05)",
+    )
+    parser.add_argument("--cache-dir", type=Path, help="ONNX export and roofline cache (default: lwprof's)")
+    parser.add_argument(
+        "--rerender", action="store_true",
+        help="time nothing: rebuild results.csv, the summary and summary.md from the raw figures in OUT/results.json",
+    )
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(REPO_ROOT)})")
+    args = parser.parse_args(argv)
+    args.max_rounds = args.max_rounds or 2 * args.rounds
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.rerender:
+        write_results(args.out, json.loads((args.out / "results.json").read_text()))
+        print(f"re-rendered {args.out} from its results.json", file=sys.stderr)
+        return 0
 
     import torch
 
@@ -250,15 +684,39 @@ def main() -> None:
     torch.set_num_threads(threads)
     cache_dir = args.cache_dir or default_cache_dir()
     environment = capture_environment(source_files=MEASURED_SOURCES)
-    settings = {"threads": threads, "rounds": args.rounds, "quiet_max": args.quiet_max, "cli_model": args.cli_model, "cli_runs": args.cli_runs}
-    rows = []
-    for i, name in enumerate(args.models, 1):
-        print(f"[{i}/{len(args.models)}] {name}", file=sys.stderr)
-        rows.append(measure_model(name, threads, args.rounds, cache_dir, args.quiet_max))
-    cli = cli_runs(args.cli_model, args.cli_runs, cache_dir) if args.cli_runs else None
-    write_results(args.out, rows, cli, environment, settings)
+    settings = {
+        "command": " ".join(["benchmarks/bench_latency.py", *(argv if argv is not None else sys.argv[1:])]),
+        "models": args.models,
+        "threads": threads,
+        "rounds": args.rounds,
+        "max_rounds": args.max_rounds,
+        "quiet_max_foreign_cpu_share": args.quiet_max,
+        "steady_max": args.steady_max,
+        "cli_model": args.cli_model,
+        "cli_runs": args.cli_runs,
+        "cache_dir": str(cache_dir),
+    }
+    started = time.perf_counter()
+    results = []
+    for index, name in enumerate(args.models, 1):
+        print(f"[{index}/{len(args.models)}] {name}", file=sys.stderr, flush=True)
+        try:
+            results.append(measure_model(name, threads, args.rounds, args.max_rounds, cache_dir, args.quiet_max, args.steady_max))
+        except Exception as exc:  # one model that cannot run must not lose the others
+            print(f"  failed: {_error_text(exc)}", file=sys.stderr, flush=True)
+            results.append({"model": name, "error": _error_text(exc)})
+    cli = None
+    if args.cli_runs > 0:
+        print(f"{args.cli_runs} back-to-back `lwprof profile {args.cli_model}` runs", file=sys.stderr, flush=True)
+        cli = run_cli(args.cli_model, args.cli_runs, args.cache_dir, threads, args.quiet_max, args.steady_max)
+    environment["load_average_1min_at_end"] = capture_environment()["load_average_1min"]
+    environment["benchmark_wall_s"] = time.perf_counter() - started
+
+    payload = {"environment": environment, "settings": settings, "models": results, "cli": cli}
+    write_results(args.out, payload)
     print((args.out / "summary.md").read_text())
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
