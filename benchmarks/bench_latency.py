@@ -368,7 +368,7 @@ def reference_run(model: str, threads: int, cache_dir: Path) -> dict[str, Any]:
     import torch
     from torch.utils.benchmark import Timer
 
-    from lwprof.backends import cached_onnx_export, example_input
+    from lwprof.backends import _settle_allocator, cached_onnx_export, example_input
     from lwprof.loader import load_model
     from lwprof.measure import Budget
 
@@ -378,11 +378,10 @@ def reference_run(model: str, threads: int, cache_dir: Path) -> dict[str, Any]:
     x = example_input(loaded.input_shape)
     module = loaded.module.eval()
     tensor = torch.from_numpy(np.array(x, copy=True))
-    # As TorchSession does, and for the same reason: without one large free,
-    # glibc page-faults every pass's activations in a fresh process (+15-25%),
-    # which would make this a sentinel of the allocator, not of the machine.
-    block = torch.empty(32 * 2**20 - 4096, dtype=torch.uint8)
-    del block
+    # As TorchSession does: without it glibc page-faults every pass's
+    # activations in a fresh process (+15-25%), which would make this a
+    # sentinel of the allocator, not of the machine.
+    _settle_allocator(torch)
     timer = Timer(
         stmt="with torch.inference_mode():\n    model(x)",
         globals={"model": module, "x": tensor, "torch": torch},
@@ -495,9 +494,9 @@ def _group_figures(runs: list[dict[str, Any]], references: list[dict[str, float]
     and lwprof's speed-normalised medians."""
     figures: dict[str, Any] = {"runs": [r["run"] for r in runs], "spread": {}, "reference_spread": {},
                                "speed_normalised_spread": {}, "within_target": {}}
+    after = [references[r["run"]] for r in runs if references[r["run"]]]
     for backend in BACKENDS:
         values = [r["medians_s"][backend] for r in runs if r.get("medians_s", {}).get(backend)]
-        after = [references[r["run"]] for r in runs if references[r["run"]]]
         normalised = [v for v in (_normalised(r, backend) for r in runs) if v is not None]
         figures["spread"][backend] = _spread(values)
         figures["reference_spread"][backend] = _spread([reference[backend] for reference in after])
@@ -669,7 +668,7 @@ def markdown_summary(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str
             "| reference ORT spread | ORT / reference spread |",
             "|---|---|---|---|---|---|---|",
         ]
-        overall = [{**cli, "runs": ["all"]}] if len(cli["medians_s"]["torch"]) > 3 else []
+        overall = [{**cli, "runs": ["all"]}] if len(cli["runs"]) > 3 else []
         for group in [*cli["triples"], *overall]:
             cells = []
             for backend in BACKENDS:
