@@ -44,9 +44,10 @@ import inspect
 import math
 import numbers
 import os
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
@@ -65,6 +66,7 @@ __all__ = [
     "BackendSkipped",
     "OnnxRuntimeBackend",
     "OutputCheck",
+    "Staged",
     "TorchBackend",
     "backend_names",
     "cached_onnx_export",
@@ -397,6 +399,15 @@ def compare_outputs(
 # Backends and sessions
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A model as it travels to a worker (an ONNX file, or a module's recipe),
+    and what staging it recorded (export time, whether it was cached)."""
+
+    model: "LoadedModel"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
 class BackendSession:
     """One model loaded on one runtime with one fixed input, ready to time."""
 
@@ -477,6 +488,14 @@ class Backend:
             raise BackendSkipped(f"{self.name} cannot run {model.name} on {device}: {_one_line(exc)}") from None
         return session
 
+    def stage(self, model: "LoadedModel", input_shape: Sequence[int], cache_dir: Path) -> "Staged":
+        """What a worker process needs to open ``model`` on this runtime,
+        prepared here, in the parent process: heavy work whose result is a file
+        (an export) belongs here, so it neither runs once per worker nor leaves
+        its traces in the process that is timed. Raises
+        :class:`BackendSkipped` when this runtime cannot take the model."""
+        return Staged(model.portable())
+
     def _package_problem(self) -> str | None:
         try:
             importlib.import_module(self.package)
@@ -525,13 +544,23 @@ class TorchBackend(Backend):
             return f"torch {torch.__version__} sees no CUDA device: install a CUDA build of torch, or use --device cpu"
         return None
 
+    def stage(self, model: "LoadedModel", input_shape: Sequence[int], cache_dir: Path) -> Staged:
+        self._check_kind(model)
+        return Staged(model.portable())
+
     def _open(self, model: "LoadedModel", x: "np.ndarray", device: str, threads: int, cache_dir: Path) -> BackendSession:
-        if model.kind != "torch" or model.module is None:
+        self._check_kind(model)
+        if model.module is None:
+            raise BackendSkipped(f"{model.name} has no module to run")
+        return TorchSession(model.module, x, device, threads, model.source)
+
+    @staticmethod
+    def _check_kind(model: "LoadedModel") -> None:
+        if model.kind != "torch":
             where = f" ({model.onnx_path})" if model.onnx_path else ""
             raise BackendSkipped(
                 f"the torch backend needs a PyTorch model; {model.name} is an ONNX file{where}: use the onnxruntime backend"
             )
-        return TorchSession(model.module, x, device, threads, model.source)
 
 
 class TorchSession(BackendSession):
@@ -565,7 +594,6 @@ class TorchSession(BackendSession):
         if device == "cpu":
             self._previous_threads = torch.get_num_threads()
             torch.set_num_threads(threads)
-            _settle_allocator(torch)
         self.info = {
             "torch_version": torch.__version__,
             "threads": {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()},
@@ -603,22 +631,6 @@ class TorchSession(BackendSession):
         self._training = {}
 
 
-def _settle_allocator(torch: Any) -> None:
-    """Free one large block so glibc's malloc stops mapping activations afresh.
-
-    In a fresh process glibc serves large allocations with mmap and returns
-    them to the kernel on free, so every forward pass page-faults its
-    activations in again (about 1,700 faults per mobilenet_v3_large pass,
-    15-25% slower). Freeing one mmapped block raises glibc's dynamic mmap
-    threshold to that size (32 MiB at most), after which activations are
-    reused from the heap, as in any long-running process. Without this a run
-    that measured the roofline first (which frees such blocks) timed faster
-    than one that read the peaks from the cache.
-    """
-    block = torch.empty(32 * 2**20 - 4096, dtype=torch.uint8)
-    del block
-
-
 def _floating_dtype(module: Any) -> Any:
     """The dtype of the module's first floating parameter or buffer (None when
     it has none): a half-precision model gets a half-precision input."""
@@ -648,9 +660,10 @@ def _as_float_array(value: Any) -> "np.ndarray":
     """A host numpy array: float32 for float32 and narrower floats, float64 for
     everything else (integer and boolean outputs included)."""
     import numpy as np
-    import torch
 
-    if isinstance(value, torch.Tensor):
+    # Not imported for ONNX Runtime alone: its worker process stays a process that never loaded torch.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
         tensor = value.detach().to("cpu")
         if tensor.is_floating_point() and tensor.element_size() <= 4:
             return tensor.float().numpy()
@@ -682,6 +695,16 @@ class OnnxRuntimeBackend(Backend):
                 "pip install onnxruntime-gpu in place of onnxruntime"
             )
         return None
+
+    def stage(self, model: "LoadedModel", input_shape: Sequence[int], cache_dir: Path) -> Staged:
+        if model.kind == "onnx":
+            return Staged(model, {"exported": False, "export_cached": None, "export_s": 0.0})
+        if model.module is None:
+            raise BackendSkipped(f"{model.name} has neither a module nor an ONNX file")
+        shape = tuple(int(d) for d in input_shape)
+        export = cached_onnx_export(model.module, model.name, shape, cache_dir)
+        exported = replace(model, kind="onnx", module=None, onnx_path=export.path, input_shape=shape)
+        return Staged(exported, {"exported": True, "export_cached": export.cached, "export_s": export.export_s})
 
     def _open(self, model: "LoadedModel", x: "np.ndarray", device: str, threads: int, cache_dir: Path) -> BackendSession:
         export_info: dict[str, Any]

@@ -17,6 +17,7 @@ import typer
 from lwprof import __version__
 from lwprof.errors import LwprofError
 from lwprof.output import OutputFormat
+from lwprof.settings import RunSettings, budget_from_options
 
 app = typer.Typer(
     name="lwprof",
@@ -58,6 +59,21 @@ ThreadsOption = Annotated[
 CacheDirOption = Annotated[
     Optional[Path],
     typer.Option("--cache-dir", help="ONNX exports and device peaks (default: $LWPROF_CACHE_DIR or ~/.cache/lwprof)."),
+]
+class Allocator(str, enum.Enum):
+    auto = "auto"
+    default = "default"
+    tuned = "tuned"
+    both = "both"
+
+
+AllocatorOption = Annotated[
+    Allocator,
+    typer.Option(
+        "--allocator",
+        help="C allocator of the timed process: default (the plain process, as a user's own), tuned (glibc mmap/trim "
+        "thresholds raised), both, or auto: default, plus tuned when the default page-faults every pass.",
+    ),
 ]
 OutOption = Annotated[
     Optional[Path],
@@ -195,6 +211,7 @@ def profile(
         bool,
         typer.Option("--crosscheck", help="Show thop's and PyTorch FlopCounterMode's totals beside lwprof's, and what each counts."),
     ] = False,
+    allocator: AllocatorOption = Allocator.auto,
 ) -> None:
     """What a model costs: per-layer FLOPs, MACs, params and memory access, and (unless --analytic) its real
     latency on each backend, per layer, on the device's roofline, saved in a run directory."""
@@ -203,26 +220,30 @@ def profile(
 
         if crosscheck or depth is not None or sort is not SortKey.order or dtype is not DType.float32:
             raise LwprofError("--crosscheck, --depth, --sort and --dtype apply to --analytic (measurements run float32)")
+        settings = RunSettings.build(
+            device=device.value,
+            threads=threads,
+            budget=budget_from_options(warmup=warmup, min_time_s=min_time, max_time_s=max_time),
+            layer_runs=layer_runs,
+            cache_dir=cache_dir,
+            allocator=allocator.value,
+        )
         code = run_latency_profile(
             spec,
-            device=device.value,
+            settings=settings,
             backends=backend,
             batch_sizes=batch_size,
             input_shape=input_shape,
-            threads=threads,
-            min_time=min_time,
-            max_time=max_time,
-            warmup=warmup,
-            layer_runs=layer_runs,
             top=top or 10,
             fmt=fmt,
             out=out,
             reports_dir=reports_dir,
-            cache_dir=cache_dir,
             plots=plots,
         )
         raise typer.Exit(code)
 
+    if allocator is not Allocator.auto:
+        raise LwprofError("--allocator applies to measurements, not to --analytic")
     from lwprof.latency_command import parse_batch_sizes
     from lwprof.profile_command import run_profile
 
@@ -296,22 +317,26 @@ def guidelines(
     ] = None,
     cache_dir: CacheDirOption = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write one plot per table.")] = True,
+    allocator: AllocatorOption = Allocator.default,
 ) -> None:
     """Check ShuffleNet V2's guidelines G1-G4 on this machine, beside the paper's Tables 1-4."""
-    from lwprof.guidelines import run_guidelines
+    from lwprof.guidelines import guideline_budget, run_guidelines
 
+    settings = RunSettings.build(
+        device=device.value,
+        threads=threads,
+        budget=guideline_budget(quick, min_time, max_time),
+        cache_dir=cache_dir,
+        allocator=allocator.value,
+    )
     code = run_guidelines(
         tables=tables,
-        device=device.value,
+        settings=settings,
         backends=backend,
         config=config.value if config else None,
         scales=scales,
         quick=quick,
-        threads=threads,
-        min_time=min_time,
-        max_time=max_time,
         out=out,
-        cache_dir=cache_dir,
         merge=merge.value,
         fmt=fmt,
         plots=plots,
@@ -343,25 +368,29 @@ def compare(
     ] = None,
     cache_dir: CacheDirOption = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the comparison plots.")] = True,
+    allocator: AllocatorOption = Allocator.auto,
 ) -> None:
     """Which network is really fastest here, and which proxy (MACs, params, memory access, roofline) predicts it."""
     from lwprof.compare import run_compare
 
+    settings = RunSettings.build(
+        device=device.value,
+        threads=threads,
+        budget=budget_from_options(min_time_s=min_time, max_time_s=max_time),
+        layer_runs=layer_runs,
+        cache_dir=cache_dir,
+        allocator=allocator.value,
+    )
     code = run_compare(
         models=list(models or []),
         all_models=all_models,
         family=family,
-        device=device.value,
+        settings=settings,
         backends=backend,
         batch_size=batch_size,
-        threads=threads,
-        min_time=min_time,
-        max_time=max_time,
-        layer_runs=layer_runs,
         sort=sort,
         fmt=fmt,
         out=out,
-        cache_dir=cache_dir,
         plots=plots,
     )
     raise typer.Exit(code)

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 from lwprof import output
 from lwprof.errors import LwprofError
 from lwprof.latency_command import csv_text
-from lwprof.measure import Budget
 from lwprof.output import Column, OutputFormat
+from lwprof.settings import RunSettings
 
 PROXIES = ("macs", "params", "memory_bytes", "memory_bytes_fused", "roofline_bound_s")
 PROXY_TITLES = {
@@ -153,7 +153,8 @@ def model_row(job: Any, spec: str) -> dict[str, Any]:
         if summary.get("median_s") is None:
             row[f"{backend}_skipped"] = summary.get("skipped")
             continue
-        for key in ("median_s", "iqr_s", "p99_s", "throughput_items_per_s", "roofline_bound_s", "roofline_efficiency", "bound_by"):
+        for key in ("median_s", "iqr_s", "p99_s", "throughput_items_per_s", "roofline_bound_s", "roofline_efficiency", "bound_by",
+                    "allocator", "minor_page_faults_per_pass", "tuned_median_s", "allocator_tax"):
             row[f"{backend}_{key}"] = summary.get(key)
         row[f"{backend}_noisy"] = summary.get("noisy")
     return row
@@ -172,22 +173,21 @@ def correlations(rows: list[dict[str, Any]], backends: Sequence[str]) -> list[di
 
 
 class CompareRun:
-    def __init__(self, specs: list[str], *, device: str, backends: list[str], batch_size: int | None, threads: int,
-                 budget: Budget, layer_runs: int, out: Path, cache_dir: Path | None):
+    def __init__(self, specs: list[str], *, settings: RunSettings, backends: list[str], batch_size: int | None, out: Path):
         self.specs = specs
-        self.device = device
+        self.settings = settings
         self.backends = backends
         self.batch_size = batch_size
-        self.threads = threads
-        self.budget = budget
-        self.layer_runs = layer_runs
         self.out = out
-        self.cache_dir = cache_dir
         self.rows: list[dict[str, Any]] = []
         self.partial = False
         self.environment: dict[str, Any] = {}
         self.wall: dict[str, float] = {}
         self.failures: dict[str, str] = {}
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
 
     def run(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -202,8 +202,7 @@ class CompareRun:
             for index, spec in enumerate(self.specs):
                 progress.update(task, description=f"model {index + 1} of {len(self.specs)}: {spec}")
                 job = LatencyJob(
-                    spec, device=self.device, backends=self.backends, batch_sizes=[self.batch_size], input_shape=None,
-                    threads=self.threads, budget=self.budget, layer_runs=self.layer_runs, cache_dir=self.cache_dir,
+                    spec, settings=self.settings, backends=self.backends, batch_sizes=[self.batch_size], input_shape=None,
                     reports_dir=self.out, out=self.out / "models" / _safe(spec),
                 )
                 try:
@@ -237,8 +236,10 @@ class CompareRun:
             "device": self.device,
             "backends": self.backends,
             "batch_size": self.batch_size,
-            "threads": self.threads,
-            "budget": {"min_time_s": self.budget.min_time_s, "max_time_s": self.budget.max_time_s, "layer_runs": self.layer_runs},
+            "threads": self.settings.threads,
+            "budget": {"min_time_s": self.settings.budget.min_time_s, "max_time_s": self.settings.budget.max_time_s,
+                       "layer_runs": self.settings.layer_runs},
+            "settings": self.settings.to_dict(),
             "partial": self.partial,
             "failures": self.failures,
             "correlations": correlations(self.rows, self.backends),
@@ -346,9 +347,9 @@ def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
         f"onnxruntime {env.get('versions', {}).get('onnxruntime', '?')}; {env.get('date_utc', '')}.",
         "",
         "| model | params M | MACs M | memory eager MB | memory fused MB | FLOP/byte | "
-        + " | ".join(f"{b} ms (IQR) | {b} roofline eff." for b in backends)
+        + " | ".join(f"{b} ms (IQR) | {b} roofline eff. | {b} page faults per pass (tuned-allocator ms)" for b in backends)
         + " | top-1 % (published) |",
-        "|---|---|---|---|---|---|" + "---|---|" * len(backends) + "---|",
+        "|---|---|---|---|---|---|" + "---|---|---|" * len(backends) + "---|",
     ]
     for r in payload["rows"]:
         cells = [
@@ -359,8 +360,10 @@ def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
             if r.get(f"{b}_median_s"):
                 cells.append(f"{float(r[f'{b}_median_s']) * 1e3:.2f} ({float(r[f'{b}_iqr_s']) * 1e3:.2f})")
                 cells.append(_fmt(r.get(f"{b}_roofline_efficiency"), 0.01, 1, "%"))
+                tuned = r.get(f"{b}_tuned_median_s")
+                cells.append(_fmt(r.get(f"{b}_minor_page_faults_per_pass"), 1, 0) + (f" ({float(tuned) * 1e3:.2f})" if tuned else ""))
             else:
-                cells += ["skipped", ""]
+                cells += ["skipped", "", ""]
         cells.append(_fmt(r.get("published_top1_percent"), 1, 1))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Spearman rank correlation of measured latency with each proxy (1: ranks the models exactly as latency does):", ""]
@@ -380,24 +383,17 @@ def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
 # Commands
 
 
-def run_compare(*, models: list[str], all_models: bool, family: str | None, device: str, backends: str | None,
-                batch_size: int | None, threads: int | None, min_time: float, max_time: float, layer_runs: int,
-                sort: str, fmt: OutputFormat, out: Path | None, cache_dir: Path | None, plots: bool) -> int:
+def run_compare(*, models: list[str], all_models: bool, family: str | None, settings: RunSettings, backends: str | None,
+                batch_size: int | None, sort: str, fmt: OutputFormat, out: Path | None, plots: bool) -> int:
     from lwprof.backends import check_device
-    from lwprof.environment import physical_cores
     from lwprof.latency_command import parse_backends
 
-    check_device(device)
+    check_device(settings.device)
     specs = select_models(models, all_models, family)
-    try:
-        budget = Budget(min_time_s=min_time, max_time_s=max_time)
-    except ValueError as exc:
-        raise LwprofError(f"measurement budget: {exc}") from None
-    target = out or Path("reports") / f"compare-{device}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    target = out or Path("reports") / f"compare-{settings.device}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     if target.exists() and any(target.iterdir()):
         raise LwprofError(f"--out {target} already exists and is not empty: a comparison is never overwritten")
-    run = CompareRun(specs, device=device, backends=parse_backends(backends), batch_size=batch_size,
-                     threads=threads or physical_cores(), budget=budget, layer_runs=layer_runs, out=target, cache_dir=cache_dir)
+    run = CompareRun(specs, settings=settings, backends=parse_backends(backends), batch_size=batch_size, out=target)
     try:
         run.run()
     except KeyboardInterrupt:
@@ -444,7 +440,10 @@ def print_compare(payload: dict[str, Any], fmt: OutputFormat, sort: str) -> None
             Column(f"{b}_iqr_s", "IQR", ms, "right"),
             Column(f"{b}_throughput_items_per_s", "items/s", lambda v: _fmt(v, 1, 1), "right"),
             Column(f"{b}_roofline_efficiency", "roof eff.", lambda v: _fmt(v, 0.01, 1, "%"), "right"),
+            Column(f"{b}_minor_page_faults_per_pass", "faults/pass", lambda v: _fmt(v, 1, 0), "right"),
         ]
+        if any(r.get(f"{b}_tuned_median_s") for r in rows):
+            columns.append(Column(f"{b}_tuned_median_s", "tuned ms", ms, "right"))
     columns.append(Column("published_top1_percent", "top-1 %", lambda v: _fmt(v, 1, 1), "right"))
     output.emit(rows, columns, OutputFormat.table, title=f"compare on {payload['device']} ({payload['threads']} threads)")
     correlation_columns = [Column("backend", "Spearman ρ of latency with"), Column("models", "models", str, "right")]

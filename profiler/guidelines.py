@@ -30,7 +30,9 @@ from typing import Any
 
 from lwprof import output
 from lwprof.errors import LwprofError
+from lwprof.allocator import variants
 from lwprof.measure import Budget, Measurement, Stats
+from lwprof.settings import RunSettings, budget_from_options
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
@@ -103,8 +105,22 @@ def overall(verdicts: list[str]) -> str:
 # The run
 
 
-def _settings_key(config: Any, backend: str, device: str, threads: int, merge: str) -> str:
-    return f"{config.key}|{backend}|{device}|threads{threads}|merge-{merge}"
+def _settings_key(config: Any, backend: str, settings: RunSettings, merge: str) -> str:
+    return f"{config.key}|{backend}|{settings.device}|threads{settings.threads}|merge-{merge}|allocator-{settings.allocator}"
+
+
+def guideline_model(table: int, kwargs: dict[str, Any], shape: tuple[int, ...], name: str) -> Any:
+    """One configuration's network as a :class:`~lwprof.loader.LoadedModel`,
+    seeded by its name; importable, so a worker process rebuilds it exactly."""
+    import functools
+
+    from lwprof.guideline_nets import get_table
+    from lwprof.loader import LoadedModel, seeded
+
+    with seeded(name):
+        net = get_table(table).build(**kwargs)
+    recipe = functools.partial(guideline_model, table, kwargs, shape, name)
+    return LoadedModel(name, "torch", net, None, tuple(shape), "lwprof guidelines", recipe)
 
 
 class GuidelinesRun:
@@ -112,25 +128,22 @@ class GuidelinesRun:
         self,
         *,
         tables: list[int],
-        device: str,
+        settings: RunSettings,
         backends: list[str],
         config: str,
         scales: tuple[int, ...],
-        threads: int,
-        budget: Budget,
         out: Path,
-        cache_dir: Path | None,
         merge: str,
     ):
         self.tables = tables
-        self.device = device
+        self.settings = settings
+        self.device = settings.device
+        self.threads = settings.threads
+        self.budget = settings.budget
         self.backends = backends
         self.config = config
         self.scales = scales
-        self.threads = threads
-        self.budget = budget
         self.out = out
-        self.cache_dir = cache_dir
         self.merge = merge
         self.records: dict[str, dict[str, Any]] = {}
         self.skips: dict[str, str] = {}
@@ -166,9 +179,13 @@ class GuidelinesRun:
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.load_previous()
+        previous_threads = torch.get_num_threads()
         if self.device == "cpu":
             torch.set_num_threads(self.threads)
-        self.environment = capture_environment()
+        try:
+            self.environment = capture_environment()
+        finally:
+            torch.set_num_threads(previous_threads)  # the timing runs in workers, with their own
         plan = [cfg for table in self.tables for cfg in configs(table, self.config, self.scales)]
         total = len(plan) * len(self.backends)
         done = 0
@@ -187,7 +204,7 @@ class GuidelinesRun:
                 for cfg in plan:
                     analytic = None
                     for backend in self.backends:
-                        key = _settings_key(cfg, backend, self.device, self.threads, self.merge)
+                        key = _settings_key(cfg, backend, self.settings, self.merge)
                         if key in self.records:
                             done += 1
                             progress.update(task, completed=done)
@@ -205,32 +222,30 @@ class GuidelinesRun:
         except KeyboardInterrupt:
             self.partial = True
 
-    def _build(self, cfg: Any):
+    def _model(self, cfg: Any) -> Any:
         kwargs = cfg.build_kwargs()
         if cfg.table == 3 and kwargs.get("layout") == "parallel":
             kwargs["merge"] = self.merge
-        from lwprof.guideline_nets import get_table
-
-        return get_table(cfg.table).build(**kwargs)
+        safe_row = "".join(ch if ch.isalnum() else "_" for ch in cfg.row)
+        name = f"guideline-t{cfg.table}-{safe_row}-{cfg.config}-x{cfg.scale}-{self.merge}"
+        return guideline_model(cfg.table, kwargs, cfg.input_shape(), name)
 
     def _count(self, cfg: Any) -> dict[str, Any]:
         from lwprof.engine import profile_module
 
-        net = self._build(cfg)
-        shape = (cfg.batch_size, net.in_channels, 56, 56)
-        profile = profile_module(net, shape, name=cfg.key)
+        model = self._model(cfg)
+        profile = profile_module(model.module, model.input_shape, name=cfg.key)
         totals = profile.totals
-        return {"net": net, "shape": shape, "totals": totals, "convs": sum(1 for layer in profile.layers if layer.macs)}
+        return {"model": model, "shape": model.input_shape, "totals": totals, "convs": sum(1 for layer in profile.layers if layer.macs)}
 
     def _measure(self, cfg: Any, backend_name: str, analytic: dict[str, Any]) -> dict[str, Any] | None:
-        from lwprof.backends import BackendSkipped, default_cache_dir, example_input, get_backend
-        from lwprof.loader import LoadedModel
-        from lwprof.measure import run_timed
+        from lwprof.backends import BackendSkipped, get_backend
+        from lwprof.worker import MeasureRequest, WorkerFailed, run_in_worker
 
         backend = get_backend(backend_name)
         reason = backend.unavailable_reason(self.device)
         base = {
-            "key": _settings_key(cfg, backend_name, self.device, self.threads, self.merge),
+            "key": _settings_key(cfg, backend_name, self.settings, self.merge),
             "table": cfg.table,
             "row": cfg.row,
             "config": cfg.config,
@@ -240,28 +255,29 @@ class GuidelinesRun:
             "backend": backend_name,
             "device": self.device,
             "threads": self.threads,
+            "allocator": self.allocator,
             "paper_throughput": cfg.paper_throughput,
             **{k: analytic["totals"][k] for k in ("params", "macs", "flops", "memory_bytes", "memory_bytes_fused")},
         }
         if reason is not None:
             self.skips[backend_name] = reason
             return None
-        safe_row = "".join(ch if ch.isalnum() else "_" for ch in cfg.row)
-        name = f"guideline-t{cfg.table}-{safe_row}-{cfg.config}-x{cfg.scale}-{self.merge}"
-        loaded = LoadedModel(name, "torch", analytic["net"], None, analytic["shape"], "lwprof guidelines")
+        model = analytic["model"]
         try:
-            session = backend.prepare(loaded, example_input(analytic["shape"]), self.device, self.threads, self.cache_dir or default_cache_dir())
-        except BackendSkipped as exc:
+            staged = backend.stage(model, model.input_shape, self.settings.cache_dir)
+            request = MeasureRequest(backend=backend_name, model=staged.model, settings=self.settings,
+                                     allocator=self.allocator, want_outputs=False, label=model.name)
+            reply = run_in_worker(request)
+        except (BackendSkipped, WorkerFailed) as exc:
             self.skips[backend_name] = str(exc)
             return {**base, "skipped": str(exc)}
-        try:
-            samples, interrupted = run_timed(session.run, self.budget, session.timer)
-        finally:
-            session.close()
-        if interrupted:
+        if reply.skipped:
+            self.skips[backend_name] = reply.skipped
+            return {**base, "skipped": reply.skipped}
+        if reply.interrupted:
             self.partial = True
             return None  # an interrupted configuration is measured again on resume
-        measurement = Measurement(label=name, samples_s=tuple(samples), metadata=base)
+        measurement = Measurement(label=model.name, samples_s=tuple(reply.samples_s), metadata=base)
         stats = measurement.stats
         return {
             **base,
@@ -269,9 +285,14 @@ class GuidelinesRun:
             "stats": stats.as_dict(),
             # GPU config: batches/s (one batch per run); ARM config: images/s at batch 1. Both are runs/s.
             "throughput_per_s": 1.0 / stats.median if stats.median else None,
-            "samples_s": list(samples),
+            "minor_page_faults_per_pass": reply.minor_page_faults_per_pass,
+            "samples_s": list(samples) if (samples := reply.samples_s) else [],
             "warnings": measurement.warnings(),
         }
+
+    @property
+    def allocator(self) -> str:
+        return variants(self.settings.allocator)[0]
 
     # -- results ---------------------------------------------------------------
 
@@ -281,7 +302,7 @@ class GuidelinesRun:
         rows = []
         for cfg in configs(table, self.config, self.scales):
             for backend in self.backends:
-                record = self.records.get(_settings_key(cfg, backend, self.device, self.threads, self.merge))
+                record = self.records.get(_settings_key(cfg, backend, self.settings, self.merge))
                 if record is None or record.get("skipped"):
                     continue
                 rows.append(dict(record))
@@ -351,6 +372,7 @@ class GuidelinesRun:
             "config": self.config,
             "scales": list(self.scales),
             "threads": self.threads,
+            "settings": self.settings.to_dict(),
             "merge": self.merge,
             "budget": {"min_time_s": self.budget.min_time_s, "max_time_s": self.budget.max_time_s, "warmup": self.budget.warmup},
             "assumptions": list(ASSUMPTIONS),
@@ -423,54 +445,40 @@ def parse_int_list(text: str | None, option: str, allowed: tuple[int, ...]) -> t
     return tuple(dict.fromkeys(values))
 
 
+def guideline_budget(quick: bool, min_time: float | None, max_time: float | None) -> Budget:
+    return budget_from_options(QUICK_BUDGET if quick else FULL_BUDGET, min_time_s=min_time, max_time_s=max_time)
+
+
 def run_guidelines(
     *,
     tables: str | None,
-    device: str,
+    settings: RunSettings,
     backends: str | None,
     config: str | None,
     scales: str | None,
     quick: bool,
-    threads: int | None,
-    min_time: float | None,
-    max_time: float | None,
     out: Path | None,
-    cache_dir: Path | None,
     merge: str,
     fmt: Any,
     plots: bool,
 ) -> int:
     from lwprof.backends import check_device
-    from lwprof.environment import physical_cores
     from lwprof.guideline_nets import SCALES, table_numbers
     from lwprof.latency_command import parse_backends
 
-    check_device(device)
+    check_device(settings.device)
+    if settings.allocator not in ("default", "tuned"):
+        raise LwprofError(f"--allocator {settings.allocator}: guidelines time each network once, with the default or the tuned allocator")
     selected_tables = parse_int_list(tables, "--tables", tuple(table_numbers()))
     selected_scales = (1,) if quick and scales is None else parse_int_list(scales, "--scales", SCALES)
-    budget = QUICK_BUDGET if quick else FULL_BUDGET
-    if min_time is not None or max_time is not None:
-        try:
-            budget = Budget(
-                warmup=budget.warmup,
-                warmup_time_s=budget.warmup_time_s,
-                min_time_s=budget.min_time_s if min_time is None else min_time,
-                max_time_s=budget.max_time_s if max_time is None else max_time,
-                min_samples=budget.min_samples,
-            )
-        except ValueError as exc:
-            raise LwprofError(f"measurement budget: {exc}") from None
-    hardware = config or ("gpu" if device == "cuda" else "arm")
+    hardware = config or ("gpu" if settings.device == "cuda" else "arm")
     run = GuidelinesRun(
         tables=list(selected_tables),
-        device=device,
+        settings=settings,
         backends=parse_backends(backends),
         config=hardware,
         scales=selected_scales,
-        threads=threads or physical_cores(),
-        budget=budget,
-        out=out or Path("reports") / f"guidelines-{device}",
-        cache_dir=cache_dir,
+        out=out or Path("reports") / f"guidelines-{settings.device}",
         merge=merge,
     )
     from lwprof.guideline_nets import ASSUMPTIONS

@@ -37,12 +37,25 @@ from typing import Any
 
 from lwprof import output
 from lwprof.errors import LwprofError
-from lwprof.measure import Budget, Measurement
+from lwprof.allocator import DEFAULT, TUNED, significant, variants
+from lwprof.measure import Measurement
 from lwprof.output import Column, OutputFormat
+from lwprof.settings import RunSettings
 
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
 DEFAULT_REPORTS_DIR = Path("reports")
 EXIT_INTERRUPTED = 130
+
+
+@dataclass
+class AllocatorRun:
+    """The same backend timed once more with the other allocator setting."""
+
+    allocator: str
+    measurement: Measurement | None
+    minor_page_faults_per_pass: float | None
+    process: dict[str, Any] = field(default_factory=dict)
+    skipped: str | None = None
 
 
 @dataclass
@@ -58,6 +71,10 @@ class BackendResult:
     layer_pass_s: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    allocator: str = DEFAULT
+    minor_page_faults_per_pass: float | None = None
+    process: dict[str, Any] = field(default_factory=dict)
+    allocator_check: AllocatorRun | None = None
 
     @property
     def layer_sum_s(self) -> float | None:
@@ -110,32 +127,29 @@ def _claim_out_dir(out: Path) -> Path:
 
 
 class LatencyJob:
-    """One ``lwprof profile --device`` run; state is written as it grows."""
+    """One ``lwprof profile --device`` run; state is written as it grows.
+
+    This process counts the model, exports it and measures the roofline;
+    every timing runs in a fresh worker process (:mod:`lwprof.worker`), so
+    none of that work changes a measured figure.
+    """
 
     def __init__(
         self,
         spec: str,
         *,
-        device: str,
+        settings: RunSettings,
         backends: list[str],
         batch_sizes: list[int | None],
         input_shape: tuple[int, ...] | None,
-        threads: int,
-        budget: Budget,
-        layer_runs: int,
-        cache_dir: Path | None,
         reports_dir: Path,
         out: Path | None,
     ):
         self.spec = spec
-        self.device = device
+        self.settings = settings
         self.backends = backends
         self.batch_sizes = batch_sizes
         self.input_shape = input_shape
-        self.threads = threads
-        self.budget = budget
-        self.layer_runs = layer_runs
-        self.cache_dir = cache_dir
         self.reports_dir = reports_dir
         self.out = out
         self.run_dir: Path | None = None
@@ -147,7 +161,17 @@ class LatencyJob:
         self.peak_notes: dict[str, str] = {}
         self.environment: dict[str, Any] = {}
         self.partial = False
-        self.timings: dict[str, float] = {"load_s": 0.0, "analysis_s": 0.0, "peaks_s": 0.0, "prepare_s": 0.0, "measure_s": 0.0, "layers_s": 0.0}
+        self.timings: dict[str, float] = {
+            "load_s": 0.0, "analysis_s": 0.0, "peaks_s": 0.0, "prepare_s": 0.0, "worker_start_s": 0.0, "measure_s": 0.0, "layers_s": 0.0,
+        }
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    @property
+    def threads(self) -> int:
+        return self.settings.threads
 
     # -- the job -------------------------------------------------------------
 
@@ -202,7 +226,7 @@ class LatencyJob:
                 continue
             try:
                 with output.stderr.status(f"measuring {backend} peak compute and bandwidth on {self.device}"):
-                    peaks, cached = load_or_measure(backend, self.device, self.threads, cache_dir=self.cache_dir)
+                    peaks, cached = load_or_measure(backend, self.device, self.threads, cache_dir=self.settings.cache_dir)
             except LwprofError as exc:
                 self.peak_notes[backend] = str(exc)
                 output.warn(f"{backend}: no roofline ({exc})")
@@ -212,10 +236,10 @@ class LatencyJob:
         self.timings["peaks_s"] += time.perf_counter() - started
 
     def _measure_backends(self, loaded: Any, batch_size: int) -> None:
-        from lwprof.backends import BackendSkipped, compare_outputs, example_input, get_backend
+        from lwprof.backends import BackendSkipped, compare_outputs, get_backend
 
-        x = example_input(loaded.input_shape)
         reference: tuple[str, list[Any]] | None = None
+        fingerprint: list[str] = []  # of this process's module, computed when a worker reports one
         for name in self.backends:
             result = BackendResult(backend=name, batch_size=batch_size)
             self.results.append(result)
@@ -224,49 +248,104 @@ class LatencyJob:
                 result.skipped = reason
                 output.warn(f"{name}: skipped ({reason})")
                 continue
-            backend = get_backend(name)
             started = time.perf_counter()
             try:
                 with output.stderr.status(f"{name}: preparing {loaded.name} (batch {batch_size})"):
-                    session = backend.prepare(loaded, x, self.device, self.threads, self.cache_dir or _default_cache_dir())
+                    staged = get_backend(name).stage(loaded, loaded.input_shape, self.settings.cache_dir)
             except BackendSkipped as exc:
                 result.skipped = str(exc)
                 output.warn(f"{name}: skipped ({exc})")
                 continue
             finally:
                 self.timings["prepare_s"] += time.perf_counter() - started
-            try:
-                result.info = dict(session.info)
-                outputs = session.outputs()
+            primary, *more = variants(self.settings.allocator)
+            reply = self._measure_in_worker(name, staged, batch_size, primary, layer_runs=self.settings.layer_runs, outputs=True)
+            if reply is None:
+                result.skipped = "interrupted before timing"
+                return
+            if reply.skipped:
+                result.skipped = reply.skipped
+                output.warn(f"{name}: skipped ({reply.skipped})")
+                continue
+            result.info = {**reply.info, **staged.info}
+            result.process = reply.process
+            result.allocator = primary
+            result.minor_page_faults_per_pass = reply.minor_page_faults_per_pass
+            result.measurement = self._measurement(reply, result, loaded.name, primary)
+            result.layer_rows = reply.layer_rows
+            result.layer_pass_s = reply.layer_pass_s
+            if reply.layer_error:
+                result.warnings.append(f"{name}: no per-layer times ({reply.layer_error})")
+            if reply.fingerprint is not None and loaded.module is not None:
+                if not fingerprint:
+                    from lwprof.backends import module_fingerprint
+
+                    fingerprint.append(module_fingerprint(loaded.module))
+                if reply.fingerprint != fingerprint[0]:
+                    result.warnings.append(
+                        f"{name}: the model its worker rebuilt has other weights than this process's (the model's code draws "
+                        "random numbers outside torch's seeded generator), so its outputs are not compared"
+                    )
+                    reply.outputs = None
+            if reply.outputs is not None:
                 if reference is None:
-                    reference = (name, outputs)
-                    check = compare_outputs(outputs, outputs)
+                    reference = (name, reply.outputs)
+                    check = compare_outputs(reply.outputs, reply.outputs)
                     result.output_check = {"reference": name, **_check_dict(check)}
                 else:
-                    check = compare_outputs(reference[1], outputs)
+                    check = compare_outputs(reference[1], reply.outputs)
                     result.output_check = {"reference": reference[0], **_check_dict(check)}
                     if not check.allclose:
                         result.warnings.append(f"{name}: outputs differ from {reference[0]}: {check.describe()}")
                 if check.nonfinite:
                     result.warnings.append(f"{name}: the model's outputs contain NaN or Inf")
-                self._time(session, result, loaded.name)
-                if not self.partial:
-                    self._time_layers(session, result)
-            finally:
-                session.close()
+            if reply.interrupted:
+                self.partial = True
+            elif self.device == "cpu" and (more or (self.settings.allocator == "auto" and significant(reply.minor_page_faults_per_pass))):
+                result.allocator_check = self._allocator_check(name, staged, result, loaded.name, TUNED)
             for note in result.warnings + (result.measurement.warnings() if result.measurement else []):
                 output.warn(note)
             self.write()
             if self.partial:
                 return
 
-    def _time(self, session: Any, result: BackendResult, model: str) -> None:
+    def _allocator_check(self, name: str, staged: Any, result: BackendResult, model: str, allocator: str) -> AllocatorRun:
+        from lwprof.allocator import tuning_unavailable
+
+        reason = tuning_unavailable() if allocator == TUNED else None
+        if reason is not None:
+            return AllocatorRun(allocator, None, None, skipped=reason)
+        reply = self._measure_in_worker(name, staged, result.batch_size, allocator, layer_runs=0, outputs=False)
+        if reply is None or reply.skipped:
+            return AllocatorRun(allocator, None, None, skipped=(reply.skipped if reply else "interrupted"))
+        if reply.interrupted:
+            self.partial = True
+        run = AllocatorRun(allocator, self._measurement(reply, result, model, allocator), reply.minor_page_faults_per_pass, reply.process)
+        if run.measurement is not None and result.measurement is not None:
+            output.info(
+                f"{result.backend} with the {allocator} allocator: median {run.measurement.stats.median * 1e3:.3f} ms, "
+                f"{_faults_text(run.minor_page_faults_per_pass)} minor page faults per pass"
+            )
+        return run
+
+    def _measure_in_worker(self, name: str, staged: Any, batch_size: int, allocator: str, *, layer_runs: int, outputs: bool) -> Any:
+        """One worker's reply; None when Ctrl-C came before the worker could reply."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from lwprof.measure import run_timed
+        from lwprof.worker import MeasureRequest, WorkerFailed, run_in_worker
 
-        label = f"{result.backend} {self.device} batch {result.batch_size}"
-        started = time.perf_counter()
+        label = f"{name} {self.device} batch {batch_size}" + ("" if allocator == DEFAULT else f" ({allocator} allocator)")
+        request = MeasureRequest(
+            backend=name,
+            model=staged.model,
+            settings=self.settings,
+            allocator=allocator,
+            layer_runs=layer_runs,
+            want_outputs=outputs,
+            want_fingerprint=outputs and staged.model.kind == "torch",
+            label=label,
+        )
+        max_time = self.settings.budget.max_time_s
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -275,45 +354,52 @@ class LatencyJob:
             console=output.stderr,
             transient=True,
         ) as progress:
-            task = progress.add_task(f"timing {label}", total=self.budget.max_time_s, samples=0)
+            task = progress.add_task(f"{name}: starting a worker process", total=max_time, samples=0)
 
-            def on_sample(count: int, elapsed: float) -> None:
-                progress.update(task, completed=min(elapsed, self.budget.max_time_s), samples=count)
+            def on_message(message: tuple[Any, ...]) -> None:
+                kind = message[0]
+                if kind == "status":
+                    progress.update(task, description=message[1])
+                elif kind == "timing":
+                    progress.update(task, description=f"timing {message[1]}", completed=0)
+                    if not output.stderr.is_terminal:
+                        output.info(f"timing {message[1]}")
+                elif kind == "sample":
+                    progress.update(task, completed=min(message[2], max_time), samples=message[1])
 
-            samples, interrupted = run_timed(session.run, self.budget, session.timer, on_sample)
-        self.timings["measure_s"] += time.perf_counter() - started
-        if interrupted:
+            started = time.perf_counter()
+            try:
+                reply = run_in_worker(request, on_message)
+            except WorkerFailed as exc:
+                from lwprof.worker import MeasureReply
+
+                reply = MeasureReply(skipped=str(exc))
+        # Starting the interpreter and importing the runtime: the price of a fresh process.
+        self.timings["worker_start_s"] += time.perf_counter() - started - reply.prepare_s - reply.measure_s - reply.layers_s
+        self.timings["prepare_s"] += reply.prepare_s
+        self.timings["measure_s"] += reply.measure_s
+        self.timings["layers_s"] += reply.layers_s
+        if reply.interrupted and not reply.samples_s:
             self.partial = True
-        if samples:
-            result.measurement = Measurement(
-                label=label,
-                samples_s=tuple(samples),
-                metadata={"model": model, "backend": result.backend, "device": self.device, "batch_size": result.batch_size, "threads": self.threads},
-                environment=self.environment,
-                partial=interrupted,
-            )
-            stats = result.measurement.stats
-            output.info(f"{label}: median {stats.median * 1e3:.3f} ms over {stats.n} runs")
+            return None if not reply.skipped else reply
+        return reply
 
-    def _time_layers(self, session: Any, result: BackendResult) -> None:
-        if self.layer_runs < 1:
-            return
-        started = time.perf_counter()
-        try:
-            with output.stderr.status(f"{result.backend}: timing layers ({self.layer_runs} runs)"):
-                rows = session.layer_timings(self.layer_runs)
-        except KeyboardInterrupt:
-            self.partial = True
-            return
-        except LwprofError as exc:
-            result.warnings.append(f"{result.backend}: no per-layer times ({exc})")
-            return
-        finally:
-            elapsed = time.perf_counter() - started
-            self.timings["layers_s"] += elapsed
-        result.layer_rows = list(rows)
-        # Each layer-timed pass, warm-up included, against one plain pass.
-        result.layer_pass_s = elapsed / (self.layer_runs + 1)
+    def _measurement(self, reply: Any, result: BackendResult, model: str, allocator: str) -> Measurement | None:
+        if not reply.samples_s:
+            return None
+        label = f"{result.backend} {self.device} batch {result.batch_size}" + ("" if allocator == DEFAULT else f" ({allocator} allocator)")
+        measurement = Measurement(
+            label=label,
+            samples_s=tuple(reply.samples_s),
+            metadata={"model": model, "backend": result.backend, "device": self.device, "batch_size": result.batch_size,
+                      "threads": self.threads, "allocator": allocator,
+                      "minor_page_faults_per_pass": reply.minor_page_faults_per_pass},
+            environment=self.environment,
+            partial=reply.interrupted,
+        )
+        stats = measurement.stats
+        output.info(f"{label}: median {stats.median * 1e3:.3f} ms over {stats.n} runs")
+        return measurement
 
     # -- results -------------------------------------------------------------
 
@@ -344,6 +430,7 @@ class LatencyJob:
                 row["outputs_allclose"] = check["allclose"]
             elif check is not None:
                 row["outputs_vs"] = "(reference)"
+            row.update(_allocator_columns(result))
             row["skipped"] = ""
             rows.append(row)
         return rows
@@ -366,11 +453,12 @@ class LatencyJob:
             "input_shapes": {str(b): list(s) for b, s in self.shapes.items()},
             "threads": self.threads,
             "budget": {
-                "min_time_s": self.budget.min_time_s,
-                "max_time_s": self.budget.max_time_s,
-                "warmup": self.budget.warmup,
-                "layer_runs": self.layer_runs,
+                "min_time_s": self.settings.budget.min_time_s,
+                "max_time_s": self.settings.budget.max_time_s,
+                "warmup": self.settings.budget.warmup,
+                "layer_runs": self.settings.layer_runs,
             },
+            "settings": self.settings.to_dict(),
             "partial": self.partial,
             "totals": first.totals if first is not None else None,
             "totals_by_batch_size": {str(b): p.totals for b, p in self.profiles.items()},
@@ -379,6 +467,8 @@ class LatencyJob:
                 {
                     **row,
                     "info": result.info,
+                    "process": result.process,
+                    "allocator_comparison": _allocator_comparison(result),
                     "output_check": result.output_check,
                     "warnings": result.warnings + (result.measurement.warnings() if result.measurement else []),
                 }
@@ -398,11 +488,15 @@ class LatencyJob:
         run_dir = self.run_dir
         written = [run_dir / "profile.json", run_dir / "latency.csv", run_dir / "layers.csv"]
         _atomic_write(run_dir / "profile.json", json.dumps(self.payload(), indent=2, default=_json_default) + "\n")
-        lines = ["backend,device,batch_size,run,latency_s"]
+        lines = ["backend,device,batch_size,allocator,run,latency_s"]
         for result in self.results:
-            if result.measurement is not None:
-                for index, seconds in enumerate(result.measurement.samples_s):
-                    lines.append(f"{result.backend},{self.device},{result.batch_size},{index},{seconds!r}")
+            timed = [(result.allocator, result.measurement)]
+            if result.allocator_check is not None:
+                timed.append((result.allocator_check.allocator, result.allocator_check.measurement))
+            for allocator, measurement in timed:
+                if measurement is not None:
+                    for index, seconds in enumerate(measurement.samples_s):
+                        lines.append(f"{result.backend},{self.device},{result.batch_size},{allocator},{index},{seconds!r}")
         _atomic_write(run_dir / "latency.csv", "\n".join(lines) + "\n")
         layer_rows = self.layer_table()
         _atomic_write(run_dir / "layers.csv", csv_text(layer_rows))
@@ -521,6 +615,95 @@ def join_layers(profile: Any, results: list[BackendResult], peaks: dict[str, Any
     return rows + extra_rows
 
 
+# -- the allocator's share ---------------------------------------------------------
+
+
+def _faults_text(value: float | None) -> str:
+    return "?" if value is None else f"{value:,.0f}"
+
+
+def _allocator_columns(result: BackendResult) -> dict[str, Any]:
+    """Page faults per pass, and the tuned allocator's figures beside the
+    default's when both were timed (``allocator_tax``: how much slower the
+    default allocator made the median)."""
+    columns: dict[str, Any] = {
+        "allocator": result.allocator,
+        "minor_page_faults_per_pass": result.minor_page_faults_per_pass,
+        "tuned_median_s": None,
+        "tuned_iqr_s": None,
+        "tuned_minor_page_faults_per_pass": None,
+        "allocator_tax": None,
+    }
+    check = result.allocator_check
+    if check is not None and check.measurement is not None and result.measurement is not None:
+        tuned, default = check.measurement.stats, result.measurement.stats
+        columns.update(
+            tuned_median_s=tuned.median,
+            tuned_iqr_s=tuned.iqr,
+            tuned_minor_page_faults_per_pass=check.minor_page_faults_per_pass,
+            allocator_tax=default.median / tuned.median - 1 if tuned.median else None,
+        )
+    elif result.allocator == TUNED:
+        columns.update(tuned_median_s=result.measurement.stats.median if result.measurement else None,
+                       tuned_minor_page_faults_per_pass=result.minor_page_faults_per_pass)
+    return columns
+
+
+def _allocator_comparison(result: BackendResult) -> dict[str, Any] | None:
+    from lwprof.allocator import SIGNIFICANT_FAULTS_PER_PASS, TUNED_ENVIRONMENT
+
+    if result.measurement is None:
+        return None
+    runs = {result.allocator: (result.measurement, result.minor_page_faults_per_pass, result.process)}
+    check = result.allocator_check
+    if check is not None and check.measurement is not None:
+        runs[check.allocator] = (check.measurement, check.minor_page_faults_per_pass, check.process)
+    comparison: dict[str, Any] = {
+        allocator: {
+            "median_s": measurement.stats.median,
+            "iqr_s": measurement.stats.iqr,
+            "n": measurement.stats.n,
+            "minor_page_faults_per_pass": faults,
+            "tuning": process.get("allocator_tuning"),
+        }
+        for allocator, (measurement, faults, process) in runs.items()
+    }
+    comparison["significant_faults_per_pass"] = SIGNIFICANT_FAULTS_PER_PASS
+    if check is not None and check.skipped:
+        comparison["tuned_skipped"] = check.skipped
+    if DEFAULT in runs and TUNED in runs:
+        comparison["default_vs_tuned"] = runs[DEFAULT][0].stats.median / runs[TUNED][0].stats.median
+    if TUNED in runs:
+        comparison["how_to_get_tuned"] = (
+            "set " + " ".join(f"{k}={v}" for k, v in TUNED_ENVIRONMENT.items())
+            + " in the deployed process's environment, or LD_PRELOAD jemalloc or tcmalloc"
+        )
+    return comparison
+
+
+def allocator_notes(summary: list[dict[str, Any]]) -> list[str]:
+    """One sentence per backend whose plain process page-faulted significantly."""
+    from lwprof.allocator import deployment_hint
+
+    notes = []
+    for row in summary:
+        faults, tax = row.get("minor_page_faults_per_pass"), row.get("allocator_tax")
+        if row.get("allocator") != DEFAULT or not significant(faults):
+            continue
+        text = (
+            f"{row['backend']} (batch {row['batch_size']}): {faults:,.0f} minor page faults per pass: glibc returns "
+            "the activations' memory to the kernel after each pass and faults it in again."
+        )
+        if tax is not None:
+            text += (
+                f" With the allocator tuned: median {row['tuned_median_s'] * 1e3:.3f} ms against "
+                f"{row['median_s'] * 1e3:.3f} ms ({tax:+.1%} for the default)."
+            )
+        text += f" In deployment: {deployment_hint()} (or LD_PRELOAD jemalloc/tcmalloc); --allocator tuned times that."
+        notes.append(text)
+    return notes
+
+
 # -- helpers -------------------------------------------------------------------
 
 
@@ -603,41 +786,26 @@ def _pct(value: Any) -> str:
 def run_latency_profile(
     spec: str,
     *,
-    device: str,
+    settings: RunSettings,
     backends: str | None,
     batch_sizes: str | None,
     input_shape: str | None,
-    threads: int | None,
-    min_time: float,
-    max_time: float,
-    warmup: int,
-    layer_runs: int,
     top: int,
     fmt: OutputFormat,
     out: Path | None,
     reports_dir: Path,
-    cache_dir: Path | None,
     plots: bool,
 ) -> int:
     """Run the job and print its summary; returns the exit code."""
-    from lwprof.environment import physical_cores
     from lwprof.loader import parse_shape
 
     shape = parse_shape(input_shape) if input_shape is not None else None
-    try:
-        budget = Budget(warmup=warmup, min_time_s=min_time, max_time_s=max_time)
-    except ValueError as exc:
-        raise LwprofError(f"measurement budget: {exc}") from None
     job = LatencyJob(
         spec,
-        device=device,
+        settings=settings,
         backends=parse_backends(backends),
         batch_sizes=parse_batch_sizes(batch_sizes),
         input_shape=shape,
-        threads=threads or physical_cores(),
-        budget=budget,
-        layer_runs=layer_runs,
-        cache_dir=cache_dir,
         reports_dir=reports_dir,
         out=out,
     )
@@ -678,13 +846,16 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
         Column("layer_sum_vs_end_to_end", "layers/e2e", _pct, "right"),
         Column("outputs_vs", "outputs vs"),
         Column("max_rel_diff", "max rel diff", lambda v: "" if v is None else f"{v:.1e}", "right"),
+        Column("minor_page_faults_per_pass", "faults/pass", lambda v: "" if v is None else f"{v:,.0f}", "right"),
+        Column("tuned_median_s", "tuned ms", _ms, "right"),
         Column("skipped", "skipped"),
     ]
     if fmt is OutputFormat.csv:
         keys = ["backend", "device", "batch_size", "n", "median_s", "mean_s", "std_s", "iqr_s", "p90_s", "p99_s", "min_s", "max_s",
                 "ci95_low_s", "ci95_high_s", "relative_iqr", "noisy", "throughput_items_per_s", "roofline_bound_s",
                 "roofline_efficiency", "bound_by", "layer_sum_s", "layer_sum_vs_end_to_end", "layer_pass_overhead",
-                "outputs_vs", "max_abs_diff", "max_rel_diff", "outputs_allclose", "skipped"]
+                "outputs_vs", "max_abs_diff", "max_rel_diff", "outputs_allclose", "allocator", "minor_page_faults_per_pass",
+                "tuned_median_s", "tuned_iqr_s", "tuned_minor_page_faults_per_pass", "allocator_tax", "skipped"]
         output.emit(summary, [Column(k, k) for k in keys], fmt)
         return
     profile = next(iter(job.profiles.values()), None)
@@ -698,6 +869,8 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
             highlight=False,
         )
     output.emit(summary, columns, OutputFormat.table, title="end-to-end latency")
+    for note in allocator_notes(summary):
+        output.stdout.print(note, highlight=False, soft_wrap=True)
     rows = [r for r in job.layer_table() if r["batch_size"] == (next(iter(job.profiles), None))]
     for backend in job.backends:
         key = f"{backend}_time_s"

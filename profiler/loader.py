@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import importlib
 import importlib.util
 import inspect
 import itertools
+import os
 import re
 import sys
 import sysconfig
 import traceback
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -56,7 +58,12 @@ _user_module_ids = itertools.count()
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A resolved SPEC: a PyTorch module (kind "torch") or an ONNX file (kind "onnx")."""
+    """A resolved SPEC: a PyTorch module (kind "torch") or an ONNX file (kind "onnx").
+
+    ``recipe`` rebuilds the very same model in another process (a picklable
+    call, such as :func:`load_model` with this SPEC): latency is measured in
+    fresh worker processes, and a module does not travel between processes.
+    """
 
     name: str
     kind: str
@@ -64,6 +71,22 @@ class LoadedModel:
     onnx_path: Path | None
     input_shape: tuple[int, ...]
     source: str
+    recipe: Callable[[], "LoadedModel"] | None = field(default=None, compare=False, repr=False)
+
+    def portable(self) -> "LoadedModel":
+        """This model without its module, to send to another process."""
+        return replace(self, module=None)
+
+    def materialize(self) -> "LoadedModel":
+        """This model with its module, rebuilt by ``recipe`` when it travelled without one."""
+        if self.kind != "torch" or self.module is not None:
+            return self
+        if self.recipe is None:
+            raise LwprofError(f"{self.name} has no module and no recipe to rebuild it")
+        built = self.recipe()
+        if built.module is None:
+            raise LwprofError(f"rebuilding {self.name} gave no module")
+        return replace(self, module=built.module)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -89,13 +112,38 @@ def load_model(
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
         raise LwprofError(f"batch size must be a positive integer, got {batch_size!r}")
 
-    loaded = _resolve(spec.strip())
+    building = contextlib.nullcontext() if spec.strip().lower().endswith(".onnx") else seeded(spec.strip())
+    with building:
+        loaded = _resolve(spec.strip())
     shape = input_shape or loaded.input_shape
     if batch_size is not None:
         shape = (batch_size, *shape[1:])
-    if shape == loaded.input_shape:
-        return loaded
-    return LoadedModel(loaded.name, loaded.kind, loaded.module, loaded.onnx_path, shape, loaded.source)
+    recipe = functools.partial(_rebuild, spec, str(Path.cwd()), input_shape, batch_size)
+    return replace(loaded, input_shape=shape, recipe=recipe)
+
+
+def _rebuild(spec: str, cwd: str, input_shape: tuple[int, ...] | None, batch_size: int | None) -> LoadedModel:
+    """:func:`load_model` as it ran in directory ``cwd`` (a worker process's recipe)."""
+    previous = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return load_model(spec, input_shape=input_shape, batch_size=batch_size)
+    finally:
+        os.chdir(previous)
+
+
+@contextlib.contextmanager
+def seeded(key: str) -> Iterator[None]:
+    """Random initialisation seeded by ``key``, the caller's random state left
+    as it was: every build of the same SPEC gets the same weights, in this
+    process and in a worker process, so the torch module a worker times is the
+    one whose ONNX export another worker runs, and an export cached by an
+    earlier run is reused."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(zlib.crc32(key.encode()))
+        yield
 
 
 def _resolve(spec: str) -> LoadedModel:
@@ -145,14 +193,9 @@ def _looks_like_path(text: str) -> bool:
 def _load_zoo(name: str) -> LoadedModel:
     from lwprof.models import get_model_info
 
-    import torch
-
     info = get_model_info(name)  # UnknownModelError (with suggestions) propagates
-    # Weights are random but the same on every load (seeded by the name), so an
-    # ONNX export cached by an earlier run holds this very model; the caller's
-    # random state is left untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(zlib.crc32(info.name.encode()))
+    # Seeded by the canonical name, so an alias builds the same weights.
+    with seeded(info.name):
         module = info.builder()
     return LoadedModel(info.name, "torch", module, None, info.input_shape, "zoo")
 

@@ -193,11 +193,14 @@ def run_timed(
     budget: Budget = Budget(),
     timer: HostTimer | CudaEventTimer | None = None,
     on_sample: Callable[[int, float], None] | None = None,
+    on_timing_start: Callable[[], None] | None = None,
 ) -> tuple[list[float], bool]:
     """Warm up, then time ``fn`` repeatedly within ``budget``.
 
     Returns (samples, interrupted). Ctrl-C during timing stops early and keeps
     the samples taken so far (interrupted=True); during warm-up it propagates.
+    ``on_timing_start`` runs once between warm-up and the first timed call
+    (where process counters such as page faults start counting).
     """
     timer = timer or HostTimer()
     clock = timer.clock
@@ -209,6 +212,8 @@ def run_timed(
         if done >= 10 * max(1, budget.warmup):
             break
     samples: list[float] = []
+    if on_timing_start is not None:
+        on_timing_start()
     start = clock()
     try:
         while len(samples) < budget.max_samples:

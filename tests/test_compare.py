@@ -42,12 +42,16 @@ MODELS = ["pplcnet_025", "shufflenet_v2_050", "mobilenet_v3_small_075"]
 TINY = ["--min-time", "0", "--max-time", "0.05", "--layer-runs", "1"]
 
 
-@pytest.fixture
-def compared(tmp_path, fixed_roofline):
-    out = tmp_path / "cmp"
-    result = CliRunner().invoke(
-        app, ["compare", *MODELS, *TINY, "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--format", "csv"]
-    )
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """One comparison for the tests that read it (each model is measured in worker processes)."""
+    folder = tmp_path_factory.mktemp("compare")
+    out = folder / "cmp"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: roofline.DevicePeaks(b, d, t, 1e11, 1e10, measured_at="test"))
+        result = CliRunner().invoke(
+            app, ["compare", *MODELS, *TINY, "--out", str(out), "--cache-dir", str(folder / "cache"), "--format", "csv"]
+        )
     assert result.exit_code == 0, result.stderr
     return out, result
 
@@ -58,7 +62,8 @@ def test_compare_writes_expected_files_and_columns(compared):
     assert [r["model"] for r in rows] == MODELS
     for column in ("params", "macs", "flops", "memory_bytes", "memory_bytes_fused", "arithmetic_intensity_flops_per_byte",
                    "torch_median_s", "torch_iqr_s", "torch_throughput_items_per_s", "torch_roofline_bound_s",
-                   "torch_roofline_efficiency", "onnxruntime_median_s", "published_top1_percent", "family"):
+                   "torch_roofline_efficiency", "onnxruntime_median_s", "published_top1_percent", "family",
+                   "torch_minor_page_faults_per_pass", "torch_allocator", "torch_tuned_median_s"):
         assert column in rows[0], column
     assert int(rows[0]["macs"]) == lwprof.analyze("pplcnet_025").totals["macs"]
     payload = json.loads((out / "compare.json").read_text())
@@ -108,22 +113,16 @@ def test_compare_needs_models():
     assert result.exit_code == 2 and "--all or --family" in result.stderr
 
 
-def test_interrupt_keeps_the_models_measured(tmp_path, fixed_roofline, monkeypatch):
-    import lwprof.measure as measure
+def test_ctrl_c_keeps_the_models_measured(tmp_path):
+    from test_latency import cache_with_fixed_roofline, interrupt_after
 
-    real = measure.run_timed
-    calls = []
-
-    def interrupt_third(fn, budget, timer=None, on_sample=None):
-        calls.append(1)
-        samples, _ = real(fn, budget, timer, on_sample)
-        return samples, len(calls) == 3  # Ctrl-C while timing the second model's torch
-
-    monkeypatch.setattr(measure, "run_timed", interrupt_third)
     out = tmp_path / "cmp"
-    result = CliRunner().invoke(app, ["compare", *MODELS, *TINY, "--no-plots", "--out", str(out), "--cache-dir", str(tmp_path / "cache")])
-    assert result.exit_code == 130
+    args = ["compare", *MODELS, "--min-time", "2", "--max-time", "2", "--layer-runs", "1", "--allocator", "default",
+            "--no-plots", "--out", str(out), "--cache-dir", str(cache_with_fixed_roofline(tmp_path / "cache"))]
+    code, _, stderr = interrupt_after(args, 3, tmp_path)  # while timing the second model's torch
+    assert code == 130, stderr
     payload = json.loads((out / "compare.json").read_text())
     assert payload["partial"] is True and (out / "PARTIAL").exists()
     assert [r["model"] for r in payload["rows"]] == MODELS[:2]
-    assert payload["rows"][0]["onnxruntime_median_s"] > 0
+    assert payload["rows"][0]["onnxruntime_median_s"] > 0 and payload["rows"][1]["torch_median_s"] > 0
+    assert "onnxruntime_median_s" not in payload["rows"][1]

@@ -191,26 +191,65 @@ def test_run_directory_is_never_overwritten(tmp_path, fixed_roofline):
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
-def test_interrupt_keeps_what_was_measured(tmp_path, fixed_roofline, monkeypatch):
-    import lwprof.measure as measure
+def cache_with_fixed_roofline(cache_dir, threads=None):
+    """A cache folder whose device ceilings (100 GFLOP/s, 10 GB/s) are already
+    there, for runs in another process, where monkeypatching cannot reach."""
+    from lwprof.environment import physical_cores
 
-    real = measure.run_timed
-    calls = []
+    threads = threads or physical_cores()
+    for backend in ("torch", "onnxruntime"):
+        fingerprint = roofline.device_fingerprint("cpu", threads, backend)
+        peaks = roofline.DevicePeaks(backend, "cpu", threads, 1e11, 1e10, fingerprint=fingerprint, measured_at="test")
+        path = cache_dir / "device" / f"{fingerprint}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(peaks.to_dict()))
+    return cache_dir
 
-    def interrupted_second_time(fn, budget, timer=None, on_sample=None):
-        calls.append(1)
-        samples, _ = real(fn, budget, timer, on_sample)
-        return (samples, len(calls) == 2)  # Ctrl-C while timing the second backend
 
-    monkeypatch.setattr(measure, "run_timed", interrupted_second_time)
-    result = profile_cli(tmp_path, "pplcnet_025", *TINY, "--out", str(tmp_path / "run"), "--format", "json")
-    assert result.exit_code == 130
-    payload = json.loads((tmp_path / "run" / "profile.json").read_text())
-    assert payload["partial"] is True
-    assert (tmp_path / "run" / "PARTIAL").exists()
-    measured = [r for r in payload["results"] if r.get("n")]
-    assert [r["backend"] for r in measured] == ["torch", "onnxruntime"]
-    assert any("interrupted" in w for w in payload["results"][1]["warnings"])
+def interrupt_after(args, timing_lines, tmp_path, signal_group=False, settle_s=0.5):
+    """Run ``python -m lwprof ARGS`` and send it SIGINT once its stderr has
+    announced ``timing_lines`` timings (each worker's timing is one such line
+    when stderr is not a terminal), as Ctrl-C would: to the process alone, or
+    to its whole process group as a terminal does."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lwprof", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True, cwd=tmp_path,
+    )
+    seen, lines = 0, []
+    for line in process.stderr:
+        lines.append(line)
+        if line.startswith("timing "):
+            seen += 1
+            if seen == timing_lines:
+                time.sleep(settle_s)  # well inside that timing's budget
+                (os.killpg if signal_group else os.kill)(process.pid, signal.SIGINT)
+                break
+    stdout, rest = process.communicate(timeout=120)
+    return process.returncode, stdout, "".join(lines) + rest
+
+
+@pytest.mark.parametrize("signal_group", [False, True], ids=["to-the-process", "to-the-group"])
+def test_ctrl_c_keeps_what_was_measured(tmp_path, signal_group):
+    out = tmp_path / "run"
+    args = ["profile", "pplcnet_025", "--input-shape", "1,3,64,64", "--min-time", "3", "--max-time", "3", "--warmup", "1",
+            "--layer-runs", "2", "--allocator", "default", "--no-plots", "--out", str(out),
+            "--cache-dir", str(cache_with_fixed_roofline(tmp_path / "cache"))]
+    code, _, stderr = interrupt_after(args, 2, tmp_path, signal_group)  # while timing onnxruntime
+    assert code == 130, stderr
+    payload = json.loads((out / "profile.json").read_text())
+    assert payload["partial"] is True and (out / "PARTIAL").exists()
+    measured = {r["backend"]: r for r in payload["results"] if r.get("n")}
+    assert list(measured) == ["torch", "onnxruntime"]
+    assert measured["onnxruntime"]["max_s"] < 3  # stopped early, samples kept
+    assert any("interrupted" in w for w in measured["onnxruntime"]["warnings"])
+    samples = read_csv(out / "latency.csv")
+    assert sum(s["backend"] == "onnxruntime" for s in samples) == measured["onnxruntime"]["n"]
 
 
 def test_missing_backend_package_is_skipped_with_a_hint(tmp_path, fixed_roofline, monkeypatch):

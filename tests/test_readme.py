@@ -38,10 +38,14 @@ def test_readme_shows_every_command():
 def stubbed(monkeypatch, tmp_path):
     import lwprof.measure as measure
     import lwprof.torch_layers as torch_layers
+    import lwprof.worker as worker
     from lwprof import roofline
     from lwprof.backends import OnnxRuntimeBackend
 
-    monkeypatch.setattr(measure, "run_timed", lambda fn, budget=None, timer=None, on_sample=None: ([0.002, 0.0021, 0.0019], False))
+    # Measurements run here, not in worker processes, so the stubs reach them.
+    monkeypatch.setattr(worker, "run_in_worker", worker.run_in_this_process)
+
+    monkeypatch.setattr(measure, "run_timed", lambda fn, budget=None, timer=None, on_sample=None, on_timing_start=None: ([0.002, 0.0021, 0.0019], False))
     real_layers = torch_layers.layer_timings
     monkeypatch.setattr(torch_layers, "layer_timings", lambda module, x, runs, device="cpu", warmup=1: real_layers(module, x, 1, device, 0))
     monkeypatch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: roofline.DevicePeaks(b, d, t, 1e11, 1e10, measured_at="test"))

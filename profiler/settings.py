@@ -1,0 +1,77 @@
+"""What a run is: one settings object, built once by the command and passed down.
+
+Device, threads, measurement budget, per-layer passes, cache folder and the
+allocator choice travel together (into worker processes too, so it is plain
+picklable data), and a run records :meth:`RunSettings.to_dict` with its
+results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from lwprof.allocator import variants
+from lwprof.errors import LwprofError
+from lwprof.measure import Budget
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    device: str = "cpu"
+    threads: int = 1
+    budget: Budget = field(default_factory=Budget)
+    layer_runs: int = 0
+    cache_dir: Path = Path(".")
+    allocator: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.threads, int) or self.threads < 1:
+            raise LwprofError(f"threads must be a positive integer, got {self.threads!r}")
+        if self.layer_runs < 0:
+            raise LwprofError(f"layer runs must be 0 or more, got {self.layer_runs}")
+        variants(self.allocator)  # raises on an unknown choice
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        device: str,
+        threads: int | None = None,
+        budget: Budget | None = None,
+        layer_runs: int = 0,
+        cache_dir: Path | None = None,
+        allocator: str = "auto",
+    ) -> "RunSettings":
+        """Defaults filled in: one thread per physical core, lwprof's cache folder."""
+        from lwprof.backends import default_cache_dir
+        from lwprof.environment import physical_cores
+
+        return cls(
+            device=device,
+            threads=threads or physical_cores(),
+            budget=budget or Budget(),
+            layer_runs=layer_runs,
+            cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+            allocator=allocator,
+        )
+
+    def but(self, **changes: Any) -> "RunSettings":
+        """A copy with some settings changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["cache_dir"] = str(self.cache_dir)
+        return data
+
+
+def budget_from_options(base: Budget | None = None, **options: Any) -> Budget:
+    """``base`` (default: lwprof's budget) with the options the user gave
+    (``None``: not given); a contradiction is one line for the user."""
+    given = {key: value for key, value in options.items() if value is not None}
+    try:
+        return replace(base or Budget(), **given)
+    except ValueError as exc:
+        raise LwprofError(f"measurement budget: {exc}") from None
