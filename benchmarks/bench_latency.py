@@ -290,6 +290,10 @@ def roofline_summary(check: dict[str, Any] | None) -> dict[str, Any] | None:
         summary[f"{backend}_cold_vs_warm"] = statistics.median(ratios) - 1 if ratios else None
         summary[f"{backend}_cold_vs_warm_min"] = min(ratios) - 1 if ratios else None
         summary[f"{backend}_cold_vs_warm_max"] = max(ratios) - 1 if ratios else None
+        for kind in ("cold", "warm"):
+            summary[f"{backend}_{kind}_minor_page_faults_per_pass"] = _median_of(
+                [((p[kind].get("results") or {}).get(backend) or {}).get("minor_page_faults_per_pass") for p in check["pairs"]]
+            )
     summary["cold_sources"] = sorted({s for p in check["pairs"] for s in (p["cold"].get("roofline_sources") or {}).values() if s})
     summary["warm_sources"] = sorted({s for p in check["pairs"] for s in (p["warm"].get("roofline_sources") or {}).values() if s})
     summary["cold_wall_s"] = _median_of([p["cold"].get("wall_s") for p in check["pairs"]])
@@ -387,6 +391,8 @@ def markdown_summary(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str
             f"torch {_fmt(roofline['torch_cold_vs_warm'], '+.1%')} ({_fmt(roofline['torch_cold_vs_warm_min'], '+.1%')} … "
             f"{_fmt(roofline['torch_cold_vs_warm_max'], '+.1%')}), ONNX Runtime {_fmt(roofline['onnxruntime_cold_vs_warm'], '+.1%')} "
             f"({_fmt(roofline['onnxruntime_cold_vs_warm_min'], '+.1%')} … {_fmt(roofline['onnxruntime_cold_vs_warm_max'], '+.1%')}); "
+            f"torch page faults per pass (median) {_fmt(roofline['torch_cold_minor_page_faults_per_pass'], ',.0f')} cold, "
+            f"{_fmt(roofline['torch_warm_minor_page_faults_per_pass'], ',.0f')} warm; "
             f"wall time {_fmt(roofline['cold_wall_s'], '.1f')} s cold, {_fmt(roofline['warm_wall_s'], '.1f')} s warm."
         )
     lines += [
@@ -467,6 +473,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--roofline-pairs", type=int, default=3, help="cold/warm cache pairs (default 3; 0 skips)")
     parser.add_argument("--cache-dir", type=Path, help="warm ONNX export and roofline cache (default: a fresh scratch folder)")
     parser.add_argument("--rerender", action="store_true", help="time nothing: rebuild the files from OUT/results.json")
+    parser.add_argument("--roofline-only", action="store_true",
+                        help="run the roofline check alone and put it into OUT/results.json beside the models measured before")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT.relative_to(REPO_ROOT)})")
     return parser.parse_args(argv)
 
@@ -476,6 +484,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerender:
         write_results(args.out, json.loads((args.out / "results.json").read_text()))
         print(f"re-rendered {args.out} from its results.json", file=sys.stderr)
+        return 0
+    if args.roofline_only:
+        payload = json.loads((args.out / "results.json").read_text())
+        with tempfile.TemporaryDirectory(prefix="lwprof-bench-") as scratch:
+            cache_dir = args.cache_dir or Path(scratch) / "cache"
+            lwprof_run(args.roofline_model, cache_dir, Path(scratch) / "reports")  # warms the cache
+            payload["roofline_check"] = roofline_check(args.roofline_model, args.roofline_pairs, cache_dir, Path(scratch) / "reports")
+        payload["settings"]["roofline_pairs"] = args.roofline_pairs
+        payload["settings"]["roofline_command"] = " ".join(["benchmarks/bench_latency.py", *(argv if argv is not None else sys.argv[1:])])
+        write_results(args.out, payload)
+        print((args.out / "summary.md").read_text())
         return 0
     from lwprof.environment import physical_cores
 
