@@ -56,6 +56,20 @@ class Comparison:
     slower_median_s: float
     slower_ci: tuple[float, float]
     verdict: str
+    faster_faults_per_pass: float | None = None
+    slower_faults_per_pass: float | None = None
+
+    @property
+    def allocator_decides(self) -> bool:
+        """The two rows' processes landed in different page-fault states (one
+        significant, the other under a third of it): the comparison measures
+        glibc's malloc as much as the networks."""
+        from lwprof.allocator import significant
+
+        a, b = self.faster_faults_per_pass, self.slower_faults_per_pass
+        if a is None or b is None or not (significant(a) or significant(b)):
+            return False
+        return min(a, b) < max(a, b) / 3
 
     @property
     def speedup(self) -> float:
@@ -68,11 +82,25 @@ class Comparison:
             f"[{self.faster_ci[0] * 1e3:.3f}, {self.faster_ci[1] * 1e3:.3f}] vs {self.slower_row} "
             f"{self.slower_median_s * 1e3:.3f} ms [{self.slower_ci[0] * 1e3:.3f}, {self.slower_ci[1] * 1e3:.3f}]"
             f" -> {self.speedup:.2f}x, {self.verdict}"
+            + (
+                f" (page faults per pass {self.faster_faults_per_pass:,.0f} vs {self.slower_faults_per_pass:,.0f}: "
+                "the allocator decides this one; compare with --allocator tuned)"
+                if self.allocator_decides
+                else ""
+            )
         )
 
 
-def compare(faster: Stats, slower: Stats, scale: int, faster_row: str, slower_row: str) -> Comparison:
-    """Latency statistics of the row predicted faster and of the row predicted slower."""
+def compare(
+    faster: Stats,
+    slower: Stats,
+    scale: int,
+    faster_row: str,
+    slower_row: str,
+    faults: tuple[float | None, float | None] = (None, None),
+) -> Comparison:
+    """Latency statistics of the row predicted faster and of the row predicted
+    slower (and, when known, their processes' page faults per pass)."""
     if faster.ci95_high < slower.ci95_low:
         verdict = HOLDS
     elif faster.ci95_low > slower.ci95_high:
@@ -88,6 +116,7 @@ def compare(faster: Stats, slower: Stats, scale: int, faster_row: str, slower_ro
         slower.median,
         (slower.ci95_low, slower.ci95_high),
         verdict,
+        *faults,
     )
 
 
@@ -338,7 +367,8 @@ class GuidelinesRun:
                 if faster is None or slower is None:
                     continue
                 comparisons.append(
-                    compare(_stats(faster), _stats(slower), scale, faster_row, slower_row)
+                    compare(_stats(faster), _stats(slower), scale, faster_row, slower_row,
+                            (faster.get("minor_page_faults_per_pass"), slower.get("minor_page_faults_per_pass")))
                 )
             if not comparisons:
                 continue
@@ -351,7 +381,7 @@ class GuidelinesRun:
                     "device": self.device,
                     "verdict": overall([c.verdict for c in comparisons]),
                     "evidence": "; ".join(c.describe() for c in comparisons),
-                    "comparisons": [c.__dict__ | {"speedup": c.speedup} for c in comparisons],
+                    "comparisons": [c.__dict__ | {"speedup": c.speedup, "allocator_decides": c.allocator_decides} for c in comparisons],
                 }
             )
         return result
@@ -403,7 +433,7 @@ class GuidelinesRun:
 TABLE_CSV_KEYS = [
     "table", "row", "config", "scale", "backend", "device", "threads", "input_shape", "macs", "flops", "memory_bytes",
     "memory_bytes_fused", "flops_vs_first_row", "memory_vs_first_row", "paper_throughput", "paper_normalized",
-    "throughput_per_s", "measured_normalized",
+    "throughput_per_s", "measured_normalized", "allocator", "minor_page_faults_per_pass",
 ]
 
 
@@ -528,6 +558,7 @@ def _print(run: GuidelinesRun, fmt: Any) -> None:
             Column("throughput_per_s", f"measured {unit}", lambda v: "" if v is None else f"{v:.1f}", "right"),
             Column("paper_normalized", "paper norm.", ratio, "right"),
             Column("measured_normalized", "measured norm.", ratio, "right"),
+            Column("minor_page_faults_per_pass", "faults/pass", lambda v: "" if v is None else f"{v:,.0f}", "right"),
         ]
         emit(rows, columns, OutputFormat.table, title=f"Table {table} ({spec.guideline}: {spec.claim}), {run.config} config on {run.device}")
         verdicts = run.verdicts(table)

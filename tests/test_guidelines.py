@@ -145,3 +145,14 @@ def test_bad_table_and_cuda_are_one_line_errors(tmp_path):
     result = run_cli("--tables", "5", "--out", str(tmp_path))
     assert result.exit_code == 2
     assert result.stderr.strip().count("\n") == 0 and "--tables '5'" in result.stderr
+
+
+def test_a_comparison_decided_by_page_faults_says_so():
+    fast = Stats.of([0.001] * 5)
+    slow = Stats.of([0.002] * 5)
+    # 5,132 against 7 faults per pass: one process page-faults its activations, the other does not
+    decided = compare(fast, slow, 2, "a", "b", (7.0, 5_132.0))
+    assert decided.allocator_decides and "the allocator decides" in decided.describe()
+    assert not compare(fast, slow, 2, "a", "b", (2_000.0, 2_600.0)).allocator_decides  # same state
+    assert not compare(fast, slow, 2, "a", "b", (2.0, 90.0)).allocator_decides  # neither significant
+    assert not compare(fast, slow, 2, "a", "b").allocator_decides  # not counted
