@@ -4,7 +4,7 @@ Every benchmark under ``benchmarks/`` stores :func:`capture_environment`'s
 dict in its JSON output: a timing is meaningless without the CPU, the core
 and thread counts, the library versions and the date it was taken on.
 
-The machine part is lwprof's own record (:mod:`lwprof.environment`); this
+The machine part is lwprof's own record (:mod:`lwprof.runtime.environment`); this
 module adds the source tree's state and CPU-contention counters.
 """
 
@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lwprof.environment import (  # noqa: F401  (re-exported for the benchmarks)
+from lwprof.runtime.environment import (  # noqa: F401  (re-exported for the benchmarks)
     DEFAULT_PACKAGES,
     NOT_INSTALLED,
     cpu_model,
     package_version,
     usable_cores,
 )
-from lwprof.environment import capture_environment as lwprof_environment
+from lwprof.runtime.environment import capture_environment as lwprof_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -90,7 +90,7 @@ def _forward(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def _lwprof(model: nn.Module, x: torch.Tensor) -> Any:
-    from lwprof.engine import profile_module
+    from lwprof.counting.engine import profile_module
 
     return profile_module(model, tuple(x.shape))
 
@@ -607,7 +607,7 @@ def markdown_summary(summary: dict[str, Any], rows: list[dict[str, Any]], enviro
 
 def select_models(patterns: list[str] | None) -> list[str]:
     from lwprof.models import list_models
-    from lwprof.zoo import matching_models
+    from lwprof.reports.zoo_table import matching_models
 
     if not patterns:
         return list_models()

@@ -66,7 +66,7 @@ DEFAULT_MODELS = [
 TARGET_DEVIATION = 0.05
 TARGET_MODELS = 7
 REFERENCE = Path(__file__).resolve().parent / "reference_latency.py"
-# The deployment recipe lwprof prints for its tuned figure (lwprof.allocator.TUNED_ENVIRONMENT),
+# The deployment recipe lwprof prints for its tuned figure (lwprof.runtime.allocator.TUNED_ENVIRONMENT),
 # written out here so the reference side shares no code with lwprof.
 TUNED_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 DEFAULT_OUT = REPO_ROOT / "reports" / "benchmarks" / "latency"
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         write_results(args.out, payload)
         print((args.out / "summary.md").read_text())
         return 0
-    from lwprof.environment import physical_cores
+    from lwprof.runtime.environment import physical_cores
 
     threads = args.threads or physical_cores()
     environment = capture_environment(source_files=MEASURED_SOURCES)

@@ -5,7 +5,8 @@
 
 Every module of this package that does not start with an underscore is a
 family file and is imported here, so adding a family is one new file whose
-builders carry ``@register_model``. This package never imports from the
+builders carry ``@register_model``; ``guidelines`` (ShuffleNet V2's
+guideline micro-benchmark networks, not zoo models) is imported on demand. This package never imports from the
 profiler engine: the engine works on any ``nn.Module``.
 """
 
@@ -28,8 +29,9 @@ from ._registry import (
     resolve_name,
 )
 
+_NOT_FAMILIES = {"guidelines"}
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    if not _module.startswith("_"):
+    if not _module.startswith("_") and _module not in _NOT_FAMILIES:
         importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [

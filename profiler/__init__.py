@@ -13,7 +13,7 @@ __all__ = ["__version__", "analyze"]
 def __getattr__(name):
     # Lazy: importing lwprof must not import torch.
     if name == "analyze":
-        from lwprof.analysis import analyze
+        from lwprof.counting.analysis import analyze
 
         return analyze
     raise AttributeError(f"module 'lwprof' has no attribute {name!r}")

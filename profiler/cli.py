@@ -15,9 +15,9 @@ from typing import Annotated, Optional
 import typer
 
 from lwprof import __version__
-from lwprof.errors import LwprofError
-from lwprof.output import OutputFormat
-from lwprof.settings import RunSettings, budget_from_options
+from lwprof.core.errors import LwprofError
+from lwprof.reports.console import OutputFormat
+from lwprof.runtime.settings import RunSettings, budget_from_options
 
 app = typer.Typer(
     name="lwprof",
@@ -119,7 +119,7 @@ def user_errors(command):
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         from lwprof.models import UnknownModelError
-        from lwprof.output import error
+        from lwprof.reports.console import error
 
         try:
             return command(*args, **kwargs)
@@ -140,8 +140,8 @@ def zoo(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the built-in model zoo: params, reference MACs, published top-1, input shape, paper."""
-    from lwprof.zoo import zoo_columns, zoo_records
-    from lwprof.output import emit, info
+    from lwprof.reports.zoo_table import zoo_columns, zoo_records
+    from lwprof.reports.console import emit, info
 
     records = zoo_records(pattern)
     if not records:
@@ -216,7 +216,7 @@ def profile(
     """What a model costs: per-layer FLOPs, MACs, params and memory access, and (unless --analytic) its real
     latency on each backend, per layer, on the device's roofline, saved in a run directory."""
     if not analytic:
-        from lwprof.latency_command import run_latency_profile
+        from lwprof.commands.profile import run_latency_profile
 
         if crosscheck or depth is not None or sort is not SortKey.order or dtype is not DType.float32:
             raise LwprofError("--crosscheck, --depth, --sort and --dtype apply to --analytic (measurements run float32)")
@@ -244,8 +244,8 @@ def profile(
 
     if allocator is not Allocator.auto:
         raise LwprofError("--allocator applies to measurements, not to --analytic")
-    from lwprof.latency_command import parse_batch_sizes
-    from lwprof.profile_command import run_profile
+    from lwprof.commands.profile import parse_batch_sizes
+    from lwprof.commands.analytic import run_profile
 
     sizes = parse_batch_sizes(batch_size)
     if len(sizes) > 1:
@@ -275,7 +275,7 @@ def device(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Peak compute (large GEMM) and memory bandwidth (large copy) of this device per backend: the roofline."""
-    from lwprof.device_command import run_device
+    from lwprof.commands.device import run_device
 
     run_device(device=device.value, backends=backend, threads=threads, refresh=refresh, cache_dir=cache_dir, fmt=fmt)
 
@@ -320,7 +320,7 @@ def guidelines(
     allocator: AllocatorOption = Allocator.default,
 ) -> None:
     """Check ShuffleNet V2's guidelines G1-G4 on this machine, beside the paper's Tables 1-4."""
-    from lwprof.guidelines import guideline_budget, run_guidelines
+    from lwprof.commands.guidelines import guideline_budget, run_guidelines
 
     settings = RunSettings.build(
         device=device.value,
@@ -371,7 +371,7 @@ def compare(
     allocator: AllocatorOption = Allocator.auto,
 ) -> None:
     """Which network is really fastest here, and which proxy (MACs, params, memory access, roofline) predicts it."""
-    from lwprof.compare import run_compare
+    from lwprof.commands.compare import run_compare
 
     settings = RunSettings.build(
         device=device.value,
@@ -403,7 +403,7 @@ def report(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Re-render the plots and summary.md of a saved run, without measuring again."""
-    from lwprof.compare import run_report
+    from lwprof.commands.compare import run_report
 
     run_report(run_dir, fmt)
 

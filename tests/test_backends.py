@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from lwprof import backends
-from lwprof.backends import (
+from lwprof.runtime import backends
+from lwprof.runtime.backends import (
     Backend,
     BackendSkipped,
     OutputCheck,
@@ -25,10 +25,10 @@ from lwprof.backends import (
     onnx_cache_path,
     register_backend,
 )
-from lwprof.errors import LwprofError
-from lwprof.loader import LoadedModel, load_model
-from lwprof.measure import CudaEventTimer, HostTimer
-from lwprof.timing import LayerTiming
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.loader import LoadedModel, load_model
+from lwprof.runtime.measure import CudaEventTimer, HostTimer
+from lwprof.core.timing import LayerTiming
 
 CUDA = torch.cuda.is_available()
 
@@ -296,7 +296,7 @@ def test_torch_session_fixes_threads_and_restores_them(tmp_path):
 
 
 def test_threads_default_to_physical_cores(tmp_path):
-    from lwprof.environment import physical_cores
+    from lwprof.runtime.environment import physical_cores
 
     model = toy_model()
     with get_backend("onnxruntime").prepare(model, example_input(model.input_shape), "cpu", None, tmp_path) as session:
@@ -383,7 +383,7 @@ def test_export_failure_skips_onnxruntime_and_torch_still_runs(tmp_path, capfd):
 
 
 def test_onnx_file_runs_on_onnxruntime_and_skips_torch(tmp_path):
-    from lwprof.onnx_export import export_onnx
+    from lwprof.counting.onnx_export import export_onnx
 
     torch.manual_seed(0)
     path = export_onnx(Toy(), (1, 3, 8, 8), tmp_path / "toy.onnx")
@@ -456,8 +456,8 @@ def test_layer_timings_delegate_with_the_session_input(monkeypatch, tmp_path):
         calls["onnxruntime"] = (onnx_path, feed, threads, providers, runs, reference_path)
         return [row]
 
-    monkeypatch.setitem(sys.modules, "lwprof.torch_layers", types.SimpleNamespace(layer_timings=fake_torch))
-    monkeypatch.setitem(sys.modules, "lwprof.ort_layers", types.SimpleNamespace(layer_timings=fake_ort))
+    monkeypatch.setitem(sys.modules, "lwprof.runtime.backends._torch_layers", types.SimpleNamespace(layer_timings=fake_torch))
+    monkeypatch.setitem(sys.modules, "lwprof.runtime.backends._ort_layers", types.SimpleNamespace(layer_timings=fake_ort))
     model = toy_model()
     with prepare("torch", model, tmp_path) as torch_session, prepare("onnxruntime", model, tmp_path, threads=2) as ort_session:
         assert torch_session.layer_timings(3) == [row]

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 import lwprof
-from lwprof import roofline
+from lwprof.runtime import roofline
 from lwprof.cli import app
-from lwprof.compare import pareto_front, ranks, spearman
+from lwprof.commands.compare import pareto_front, ranks, spearman
 
 
 def test_ranks_average_ties():
@@ -82,14 +82,14 @@ def test_report_rerenders_without_measuring(compared, monkeypatch):
     for stem in ("latency_vs_macs", "summary"):
         for path in out.glob(f"{stem}.*"):
             path.unlink()
-    import lwprof.backends
-    import lwprof.measure
+    import lwprof.runtime.backends
+    import lwprof.runtime.measure
 
     def forbidden(*args, **kwargs):
         raise AssertionError("report must not measure")
 
-    monkeypatch.setattr(lwprof.backends, "get_backend", forbidden)
-    monkeypatch.setattr(lwprof.measure, "run_timed", forbidden)
+    monkeypatch.setattr(lwprof.runtime.backends, "get_backend", forbidden)
+    monkeypatch.setattr(lwprof.runtime.measure, "run_timed", forbidden)
     monkeypatch.setattr(roofline, "measure_peaks", forbidden)
     result = CliRunner().invoke(app, ["report", str(out), "--format", "json"])
     assert result.exit_code == 0, result.stderr

@@ -4,9 +4,9 @@ equalisation, and the verdict logic on synthetic measurements."""
 import pytest
 
 import lwprof
-from lwprof.guideline_nets import configs, get_table, table_numbers
-from lwprof.guidelines import FAILS, HOLDS, INCONCLUSIVE, compare, overall
-from lwprof.measure import Stats
+from lwprof.models.guidelines import configs, get_table, table_numbers
+from lwprof.commands.guidelines import FAILS, HOLDS, INCONCLUSIVE, compare, overall
+from lwprof.runtime.measure import Stats
 
 
 def count(cfg):

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 import lwprof
-from lwprof.errors import LwprofError
-from lwprof.latency_command import BackendResult, join_layers, parse_batch_sizes, run_directory
+from lwprof.core.errors import LwprofError
+from lwprof.commands.profile import BackendResult, join_layers, parse_batch_sizes, run_directory
 from lwprof.models import create_model
-from lwprof.timing import LayerTiming
-from lwprof.torch_layers import layer_timings
+from lwprof.core.timing import LayerTiming
+from lwprof.runtime.backends._torch_layers import layer_timings
 
 
 def small_net():
@@ -103,8 +103,8 @@ import json  # noqa: E402
 
 from typer.testing import CliRunner  # noqa: E402
 
-from lwprof import roofline  # noqa: E402
-from lwprof.backends import OnnxRuntimeBackend  # noqa: E402
+from lwprof.runtime import roofline  # noqa: E402
+from lwprof.runtime.backends import OnnxRuntimeBackend  # noqa: E402
 from lwprof.cli import app  # noqa: E402
 
 TINY = ["--input-shape", "1,3,64,64", "--min-time", "0", "--max-time", "0.05", "--warmup", "1", "--layer-runs", "2"]
@@ -194,7 +194,7 @@ def test_run_directory_is_never_overwritten(tmp_path, fixed_roofline):
 def cache_with_fixed_roofline(cache_dir, threads=None):
     """A cache folder whose device ceilings (100 GFLOP/s, 10 GB/s) are already
     there, for runs in another process, where monkeypatching cannot reach."""
-    from lwprof.environment import physical_cores
+    from lwprof.runtime.environment import physical_cores
 
     threads = threads or physical_cores()
     for backend in ("torch", "onnxruntime"):
@@ -264,7 +264,7 @@ def test_missing_backend_package_is_skipped_with_a_hint(tmp_path, fixed_roofline
 
 
 def test_onnx_file_runs_on_onnxruntime_only(tmp_path, fixed_roofline):
-    from lwprof.onnx_export import export_onnx
+    from lwprof.counting.onnx_export import export_onnx
 
     path = export_onnx("pplcnet_025", (1, 3, 64, 64), tmp_path / "net.onnx")
     result = profile_cli(tmp_path, str(path), *TINY, "--no-plots", "--out", str(tmp_path / "run"), "--format", "json")

@@ -1,4 +1,4 @@
-"""`lwprof.loader`: every SPEC form, the user-package collision case, and the
+"""`lwprof.runtime.loader`: every SPEC form, the user-package collision case, and the
 one-line errors for specs that do not resolve. Every model here is built in
 the test (tiny convs, tmp_path files); nothing is downloaded."""
 
@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from lwprof.errors import LwprofError
-from lwprof.loader import DEFAULT_INPUT_SHAPE, LoadedModel, load_model, parse_shape
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.loader import DEFAULT_INPUT_SHAPE, LoadedModel, load_model, parse_shape
 from lwprof.models import UnknownModelError, get_model_info
 
 NET_PY = """\

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from lwprof.measure import Budget, HostTimer, Measurement, Stats, median_confidence_interval, percentile, run_timed
+from lwprof.runtime.measure import Budget, HostTimer, Measurement, Stats, median_confidence_interval, percentile, run_timed
 
 
 def test_stats_of_one_to_ten_exact():

@@ -12,12 +12,12 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import lwprof
-from lwprof import onnx_ops
-from lwprof.errors import LwprofError
+from lwprof.counting import onnx_ops
+from lwprof.core.errors import LwprofError
 from lwprof.models import create_model
-from lwprof.onnx_count import analyze_onnx
-from lwprof.onnx_export import export_cache_key, export_info, export_onnx, layer_name_of, node_scopes
-from lwprof.ops import FLOPS_PER_ELEMENT, OpCost
+from lwprof.counting.onnx_count import analyze_onnx
+from lwprof.counting.onnx_export import export_cache_key, export_info, export_onnx, layer_name_of, node_scopes
+from lwprof.counting.ops import FLOPS_PER_ELEMENT, OpCost
 
 # The brief's representative set: plain inverted residuals, SE + hard-swish,
 # channel split + shuffle, ghost modules (slices), fire modules (max-pool),
@@ -34,7 +34,7 @@ ZOO_SAMPLE = [
 
 # ONNX / PyTorch memory access (eager column), measured once over all 44 zoo
 # models: 0.9586 (squeezenet_1_0) to 1.4290 (mobilevit_s); the reasons are in
-# lwprof.onnx_count's docstring.
+# lwprof.counting.onnx_count's docstring.
 MEMORY_RATIO_RANGE = (0.95, 1.45)
 
 
@@ -361,7 +361,7 @@ def test_zoo_memory_access_within_the_measured_tolerance(name, zoo_counts):
     eager, exported = counts["eager"].totals, counts["onnx"].totals
     low, high = MEMORY_RATIO_RANGE
     assert low <= exported["memory_bytes"] / eager["memory_bytes"] <= high
-    if name != "mobilevit_xxs":  # attention adds gaps of its own (see lwprof.onnx_count)
+    if name != "mobilevit_xxs":  # attention adds gaps of its own (see lwprof.counting.onnx_count)
         gap = explained_gap(counts["eager"], counts["onnx"])
         assert exported["memory_bytes"] == eager["memory_bytes"] + gap
     if name in ("mobilenet_v2_100", "mobilenet_v3_small_100"):

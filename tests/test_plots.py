@@ -2,9 +2,9 @@
 
 import pytest
 
-from lwprof import plots
-from lwprof.plots import plot_guideline_table, plot_roofline, plot_time_vs_flop_share
-from lwprof.roofline import DevicePeaks
+from lwprof.reports import plots
+from lwprof.reports.plots import plot_guideline_table, plot_roofline, plot_time_vs_flop_share
+from lwprof.runtime.roofline import DevicePeaks
 
 PEAKS = DevicePeaks("torch", "cpu", 2, peak_flops_per_s=1e11, bandwidth_bytes_per_s=1e10)
 ROWS = [

@@ -36,11 +36,11 @@ def test_readme_shows_every_command():
 
 @pytest.fixture
 def stubbed(monkeypatch, tmp_path):
-    import lwprof.measure as measure
-    import lwprof.torch_layers as torch_layers
-    import lwprof.worker as worker
-    from lwprof import roofline
-    from lwprof.backends import OnnxRuntimeBackend
+    import lwprof.runtime.measure as measure
+    import lwprof.runtime.backends._torch_layers as torch_layers
+    import lwprof.runtime.worker as worker
+    from lwprof.runtime import roofline
+    from lwprof.runtime.backends import OnnxRuntimeBackend
 
     # Measurements run here, not in worker processes, so the stubs reach them.
     monkeypatch.setattr(worker, "run_in_worker", worker.run_in_this_process)
@@ -52,7 +52,7 @@ def stubbed(monkeypatch, tmp_path):
     monkeypatch.setattr(OnnxRuntimeBackend, "unavailable_reason", lambda self, device: "stubbed out in the README test")
     monkeypatch.setenv("LWPROF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    from lwprof.onnx_export import export_onnx
+    from lwprof.counting.onnx_export import export_onnx
 
     export_onnx("pplcnet_025", (1, 3, 224, 224), tmp_path / "model.onnx")  # the README's model.onnx
 

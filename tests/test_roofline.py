@@ -7,10 +7,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lwprof import roofline
+from lwprof.runtime import roofline
 from lwprof.cli import app
-from lwprof.measure import Budget
-from lwprof.roofline import DevicePeaks, device_fingerprint, efficiency, load_or_measure, roofline_bound
+from lwprof.runtime.measure import Budget
+from lwprof.runtime.roofline import DevicePeaks, device_fingerprint, efficiency, load_or_measure, roofline_bound
 
 PEAKS = DevicePeaks("torch", "cpu", 2, peak_flops_per_s=1e11, bandwidth_bytes_per_s=1e10)
 TINY_BUDGET = Budget(warmup=1, warmup_time_s=0.0, min_time_s=0.0, max_time_s=0.05, min_samples=2)

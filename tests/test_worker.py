@@ -14,15 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lwprof import allocator, roofline
-from lwprof.allocator import FaultCounter, significant, variants
-from lwprof.backends import compare_outputs, example_input, get_backend, module_fingerprint
+from lwprof.runtime import allocator, roofline
+from lwprof.runtime.allocator import FaultCounter, significant, variants
+from lwprof.runtime.backends import compare_outputs, example_input, get_backend, module_fingerprint
 from lwprof.cli import app
-from lwprof.errors import LwprofError
-from lwprof.loader import load_model
-from lwprof.measure import Budget
-from lwprof.settings import RunSettings, budget_from_options
-from lwprof.worker import MeasureRequest, run_in_this_process, run_in_worker
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.loader import load_model
+from lwprof.runtime.measure import Budget
+from lwprof.runtime.settings import RunSettings, budget_from_options
+from lwprof.runtime.worker import MeasureRequest, run_in_this_process, run_in_worker
 
 GLIBC = allocator.tuning_unavailable() is None
 SHORT = Budget(warmup=2, warmup_time_s=0.0, min_time_s=0.0, max_time_s=0.3, min_samples=5)
@@ -237,7 +237,7 @@ def test_allocator_is_refused_with_analytic():
 
 
 def test_settings_are_built_once_with_defaults(monkeypatch, tmp_path):
-    from lwprof.environment import physical_cores
+    from lwprof.runtime.environment import physical_cores
 
     monkeypatch.setenv("LWPROF_CACHE_DIR", str(tmp_path))
     settings = RunSettings.build(device="cpu")

@@ -1,6 +1,6 @@
 """``lwprof compare``: which network is really fastest here, and which proxy to trust.
 
-Each model runs the main job (:class:`lwprof.latency_command.LatencyJob`,
+Each model runs the main job (:class:`lwprof.commands.profile.LatencyJob`,
 analytic counts + latency per backend + per-layer times) into
 ``<out>/models/<model>/``; the comparison table, the Spearman rank
 correlations of measured latency with each proxy (MACs, params, memory access
@@ -23,11 +23,11 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from lwprof import output
-from lwprof.errors import LwprofError
-from lwprof.latency_command import csv_text
-from lwprof.output import Column, OutputFormat
-from lwprof.settings import RunSettings
+from lwprof.reports import console as output
+from lwprof.core.errors import LwprofError
+from lwprof.commands.profile import csv_text
+from lwprof.reports.console import Column, OutputFormat
+from lwprof.runtime.settings import RunSettings
 
 PROXIES = ("macs", "params", "memory_bytes", "memory_bytes_fused", "roofline_bound_s")
 PROXY_TITLES = {
@@ -192,8 +192,8 @@ class CompareRun:
     def run(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from lwprof.environment import capture_environment
-        from lwprof.latency_command import LatencyJob
+        from lwprof.runtime.environment import capture_environment
+        from lwprof.commands.profile import LatencyJob
 
         started = time.perf_counter()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -295,8 +295,8 @@ def _op_class_shares(model_dir: Path, backend: str) -> dict[str, dict[str, float
 
 def render(out: Path) -> list[Path]:
     """Plots and summary.md of a compare directory, from its saved files only."""
-    from lwprof.plots import plot_accuracy_vs_latency, plot_class_shares, plot_models_roofline, plot_proxy_scatter
-    from lwprof.roofline import DevicePeaks
+    from lwprof.reports.plots import plot_accuracy_vs_latency, plot_class_shares, plot_models_roofline, plot_proxy_scatter
+    from lwprof.runtime.roofline import DevicePeaks
 
     payload = json.loads((out / "compare.json").read_text())
     rows, backends = payload["rows"], payload["backends"]
@@ -385,8 +385,8 @@ def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
 
 def run_compare(*, models: list[str], all_models: bool, family: str | None, settings: RunSettings, backends: str | None,
                 batch_size: int | None, sort: str, fmt: OutputFormat, out: Path | None, plots: bool) -> int:
-    from lwprof.backends import check_device
-    from lwprof.latency_command import parse_backends
+    from lwprof.runtime.backends import check_device
+    from lwprof.commands.profile import parse_backends
 
     check_device(settings.device)
     specs = select_models(models, all_models, family)
@@ -467,8 +467,8 @@ def run_report(run_dir: Path, fmt: OutputFormat) -> None:
 
 
 def render_profile_run(run_dir: Path) -> list[Path]:
-    from lwprof.plots import plot_roofline, plot_time_vs_flop_share
-    from lwprof.roofline import DevicePeaks
+    from lwprof.reports.plots import plot_roofline, plot_time_vs_flop_share
+    from lwprof.runtime.roofline import DevicePeaks
 
     payload = json.loads((run_dir / "profile.json").read_text())
     with (run_dir / "layers.csv").open() as handle:

@@ -1,7 +1,7 @@
 """Every latency measurement runs in a fresh worker process.
 
 Why: what ran earlier in a process changes how fast a model runs in it. The
-clearest case is glibc's malloc (:mod:`lwprof.allocator`): after a large
+clearest case is glibc's malloc (:mod:`lwprof.runtime.allocator`): after a large
 block is freed (measuring the roofline peaks, exporting ONNX, counting the
 model, timing another backend), activations stay in the heap instead of
 being page-faulted in on every pass, and the same model times 20-30% faster.
@@ -41,11 +41,11 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from lwprof.errors import LwprofError
+from lwprof.core.errors import LwprofError
 
 if TYPE_CHECKING:
-    from lwprof.loader import LoadedModel
-    from lwprof.settings import RunSettings
+    from lwprof.runtime.loader import LoadedModel
+    from lwprof.runtime.settings import RunSettings
 
 START_METHOD = "spawn"
 # Recorded with each measurement: which of these the timed process had loaded.
@@ -101,9 +101,9 @@ def measure(request: MeasureRequest, send: Callable[[tuple[Any, ...]], None], re
     """Build, check, time and (optionally) time layer by layer, filling
     ``reply`` as it goes (so an interruption keeps what was measured);
     nothing is printed."""
-    from lwprof.allocator import TUNED, FaultCounter, allocator_environment, apply_tuned
-    from lwprof.backends import BackendSkipped, example_input, get_backend, module_fingerprint
-    from lwprof.measure import run_timed
+    from lwprof.runtime.allocator import TUNED, FaultCounter, allocator_environment, apply_tuned
+    from lwprof.runtime.backends import BackendSkipped, example_input, get_backend, module_fingerprint
+    from lwprof.runtime.measure import run_timed
 
     settings = request.settings
     reply = reply if reply is not None else MeasureReply()
@@ -227,7 +227,7 @@ def _child_main(request: MeasureRequest, connection: Any) -> None:
 
 
 def _one_line(exc: Any) -> str:
-    from lwprof.onnx_export import one_line
+    from lwprof.counting.onnx_export import one_line
 
     return one_line(exc)
 

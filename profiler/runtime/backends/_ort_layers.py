@@ -1,7 +1,7 @@
 """ONNX Runtime per-layer latency: ORT's own node times, named by lwprof layer.
 
 :func:`layer_timings` runs a graph in an ONNX Runtime session with the
-profiler on and turns its trace into :class:`~lwprof.timing.LayerTiming`
+profiler on and turns its trace into :class:`~lwprof.core.timing.LayerTiming`
 rows named like ``lwprof profile --analytic`` rows. The trace has one
 ``Node`` event per kernel call (``<node name>_kernel_time``, ``dur`` in whole
 microseconds, ``args.op_name``, ``args.provider``) and one ``Session`` event
@@ -26,7 +26,7 @@ profiled session itself: the names ORT gives the nodes it inserts,
 - its *row*: the first covered layer, with ``covers`` listing them all when
   there are several (one ``LayerTiming`` for the fused node). A node that
   covers nothing (a layout conversion, a node whose outputs ORT renamed and
-  nothing ties back) is placed by :func:`lwprof.onnx_export.node_scopes`,
+  nothing ties back) is placed by :func:`lwprof.counting.onnx_export.node_scopes`,
   which follows names and neighbours. Nodes with the same row and the same
   covers share a ``LayerTiming``; its ``ops`` are ORT's op types.
 
@@ -71,9 +71,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from lwprof.errors import LwprofError
-from lwprof.onnx_export import node_scopes, one_line
-from lwprof.timing import LayerTiming
+from lwprof.core.errors import LwprofError
+from lwprof.counting.onnx_export import node_scopes, one_line
+from lwprof.core.timing import LayerTiming
 
 if TYPE_CHECKING:
     import numpy as np

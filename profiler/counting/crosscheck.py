@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lwprof.records import ModelProfile
+from lwprof.core.records import ModelProfile
 
 
 def _op_classes_by_name(profile: ModelProfile) -> dict[str, str]:

@@ -5,7 +5,7 @@ execution order. A row names the analytic layer it timed (the same names as
 ``lwprof profile --analytic``), or, for a runtime node that fused several
 layers (ONNX Runtime's Conv+BatchNorm+ReLU), the first of them with
 ``covers`` listing all. Samples are seconds per forward pass, one per timed
-run, so statistics come from :class:`lwprof.measure.Stats`.
+run, so statistics come from :class:`lwprof.runtime.measure.Stats`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from lwprof.measure import Stats
+from lwprof.runtime.measure import Stats
 
 
 @dataclass(frozen=True)

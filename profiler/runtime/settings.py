@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lwprof.allocator import variants
-from lwprof.errors import LwprofError
-from lwprof.measure import Budget
+from lwprof.runtime.allocator import variants
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.measure import Budget
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ class RunSettings:
         allocator: str = "auto",
     ) -> "RunSettings":
         """Defaults filled in: one thread per physical core, lwprof's cache folder."""
-        from lwprof.backends import default_cache_dir
-        from lwprof.environment import physical_cores
+        from lwprof.runtime.backends import default_cache_dir
+        from lwprof.runtime.environment import physical_cores
 
         return cls(
             device=device,

@@ -1,13 +1,13 @@
 """Analytic counts of an ONNX graph, with the conventions of the PyTorch count.
 
-:func:`analyze_onnx` returns the same :class:`~lwprof.records.ModelProfile`
-as ``lwprof.analyze``: one :class:`~lwprof.records.OpRecord` per executed
-node (MACs and FLOPs from the formula table :mod:`lwprof.onnx_ops`; bytes
+:func:`analyze_onnx` returns the same :class:`~lwprof.core.records.ModelProfile`
+as ``lwprof.analyze``: one :class:`~lwprof.core.records.OpRecord` per executed
+node (MACs and FLOPs from the formula table :mod:`lwprof.counting.onnx_ops`; bytes
 read = every data input, initializers included, bytes written = every
 output, each at its element size), the fused view from the same rule
-(:func:`lwprof.fusion.apply_fusion`), rows per PyTorch layer where the
-exporter's name scopes tell it (:mod:`lwprof.onnx_export`), else per node.
-Kernel arguments are not data: the inputs ``lwprof.onnx_ops.ARGUMENT_INPUTS``
+(:func:`lwprof.counting.fusion.apply_fusion`), rows per PyTorch layer where the
+exporter's name scopes tell it (:mod:`lwprof.counting.onnx_export`), else per node.
+Kernel arguments are not data: the inputs ``lwprof.counting.onnx_ops.ARGUMENT_INPUTS``
 lists (a Clip's bounds, a Slice's ends, a Resize's scales) and rank-0
 constants (a scale), which eager PyTorch passes as Python numbers.
 
@@ -22,7 +22,7 @@ What runs per inference, and so what is counted:
   known before the first inference (``Shape`` of a fixed-shape tensor and
   the integer arithmetic after it, a transpose of a weight) are folded by
   the runtime when it loads the model: no record, no cost;
-- ``lwprof.onnx_ops.FREE_OPS`` (Reshape, Flatten, Squeeze, ...) alias their
+- ``lwprof.counting.onnx_ops.FREE_OPS`` (Reshape, Flatten, Squeeze, ...) alias their
   input: no record, like eager views;
 - every other node is a record; one without a formula is *unsupported*
   (listed in ``unsupported_ops``, its memory traffic still counted).
@@ -46,7 +46,7 @@ its counts would change from machine to machine; EXTENDED is the highest
 level whose graph is the same on every CPU.
 
 Agreement with the PyTorch count (``lwprof.analyze``), measured once on all
-44 zoo models exported by :func:`lwprof.onnx_export.export_onnx` (batch 1,
+44 zoo models exported by :func:`lwprof.counting.onnx_export.export_onnx` (batch 1,
 default inputs, opset 17; torch 2.13, onnx 1.23, onnxruntime 1.31):
 
 - MACs (conv + Gemm + MatMul), FLOPs and params: identical on every model,
@@ -91,12 +91,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from lwprof import ops as op_table
-from lwprof.errors import LwprofError
-from lwprof.fusion import apply_fusion
-from lwprof.onnx_export import NodeScope, export_info, node_scopes, one_line
-from lwprof.onnx_ops import OnnxCall, is_argument_input, is_free_op, onnx_formula_for, onnx_op_name
-from lwprof.records import LayerCost, ModelProfile, OpRecord
+from lwprof.counting import ops as op_table
+from lwprof.core.errors import LwprofError
+from lwprof.counting.fusion import apply_fusion
+from lwprof.counting.onnx_export import NodeScope, export_info, node_scopes, one_line
+from lwprof.counting.onnx_ops import OnnxCall, is_argument_input, is_free_op, onnx_formula_for, onnx_op_name
+from lwprof.core.records import LayerCost, ModelProfile, OpRecord
 
 if TYPE_CHECKING:
     import onnx

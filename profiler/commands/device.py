@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lwprof import output
-from lwprof.output import Column, OutputFormat
+from lwprof.reports import console as output
+from lwprof.reports.console import Column, OutputFormat
 
 
 def device_rows(device: str, backends: list[str], threads: int, refresh: bool, cache_dir: Path | None) -> list[dict[str, Any]]:
-    from lwprof.backends import get_backend
-    from lwprof.roofline import load_or_measure
+    from lwprof.runtime.backends import get_backend
+    from lwprof.runtime.roofline import load_or_measure
 
     rows = []
     for name in backends:
@@ -40,9 +40,9 @@ def device_rows(device: str, backends: list[str], threads: int, refresh: bool, c
 
 
 def run_device(*, device: str, backends: str | None, threads: int | None, refresh: bool, cache_dir: Path | None, fmt: OutputFormat) -> None:
-    from lwprof.backends import check_device
-    from lwprof.environment import physical_cores
-    from lwprof.latency_command import parse_backends
+    from lwprof.runtime.backends import check_device
+    from lwprof.runtime.environment import physical_cores
+    from lwprof.commands.profile import parse_backends
 
     check_device(device)
     rows = device_rows(device, parse_backends(backends), threads or physical_cores(), refresh, cache_dir)

@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lwprof.engine import profile_module
-from lwprof.records import ModelProfile
+from lwprof.counting.engine import profile_module
+from lwprof.core.records import ModelProfile
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 

@@ -1,11 +1,11 @@
 """Per-op cost formulas for ONNX op types: the ONNX side of the one table.
 
-The conventions are those of :mod:`lwprof.ops` and are written there once:
+The conventions are those of :mod:`lwprof.counting.ops` and are written there once:
 MACs are multiply-accumulates of convolutions and matrix products only,
 FLOPs = 2·MACs + ``FLOPS_PER_ELEMENT`` for everything else, and the op
 classes are the same. A formula here only says how to read an ONNX node
 (attributes, input and output shapes) to apply them. Memory access is not a
-formula's business: :mod:`lwprof.onnx_count` counts every node's bytes read
+formula's business: :mod:`lwprof.counting.onnx_count` counts every node's bytes read
 (inputs, initializers included) and written (outputs).
 
 Where ONNX differs from eager PyTorch, the ONNX meaning wins, because that is
@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lwprof.ops import (
+from lwprof.counting.ops import (
     ACTIVATION,
     DATA_MOVEMENT,
     ELEMENTWISE,
@@ -317,7 +317,7 @@ def fused_matmul(call: OnnxCall) -> OpCost:
 
 
 # ---------------------------------------------------------------------------
-# Everything else: FLOPs per output element, from the one table in lwprof.ops.
+# Everything else: FLOPs per output element, from the one table in lwprof.counting.ops.
 
 
 def _per_element(kind: str, op_class: str) -> OnnxFormula:

@@ -1,7 +1,7 @@
 """What an analysis produces: per-op and per-layer records and the model totals.
 
 All quantities are integers in base units (MACs, FLOPs, bytes); scaling is for
-display only (``lwprof.units``). Layer rows are *exclusive*: an op's cost goes
+display only (``lwprof.core.units``). Layer rows are *exclusive*: an op's cost goes
 to the innermost module that ran it, so summing rows never double counts, and
 container totals (``--depth``) are derived sums.
 """

@@ -1,6 +1,6 @@
 """``lwprof guidelines``: ShuffleNet V2's G1-G4 micro-benchmarks on this machine.
 
-For every selected table, row and scale (:mod:`lwprof.guideline_nets`), the
+For every selected table, row and scale (:mod:`lwprof.models.guidelines`), the
 network is counted with lwprof's engine (FLOPs, memory access) and timed on
 every selected backend with the latency harness; measured throughput is put
 beside the paper's, both normalised to the table's first row.
@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lwprof import output
-from lwprof.errors import LwprofError
-from lwprof.allocator import variants
-from lwprof.measure import Budget, Measurement, Stats
-from lwprof.settings import RunSettings, budget_from_options
+from lwprof.reports import console as output
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.allocator import variants
+from lwprof.runtime.measure import Budget, Measurement, Stats
+from lwprof.runtime.settings import RunSettings, budget_from_options
 
 HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
@@ -64,7 +64,7 @@ class Comparison:
         """The two rows' processes landed in different page-fault states (one
         significant, the other under a third of it): the comparison measures
         glibc's malloc as much as the networks."""
-        from lwprof.allocator import significant
+        from lwprof.runtime.allocator import significant
 
         a, b = self.faster_faults_per_pass, self.slower_faults_per_pass
         if a is None or b is None or not (significant(a) or significant(b)):
@@ -139,12 +139,12 @@ def _settings_key(config: Any, backend: str, settings: RunSettings, merge: str) 
 
 
 def guideline_model(table: int, kwargs: dict[str, Any], shape: tuple[int, ...], name: str) -> Any:
-    """One configuration's network as a :class:`~lwprof.loader.LoadedModel`,
+    """One configuration's network as a :class:`~lwprof.runtime.loader.LoadedModel`,
     seeded by its name; importable, so a worker process rebuilds it exactly."""
     import functools
 
-    from lwprof.guideline_nets import get_table
-    from lwprof.loader import LoadedModel, seeded
+    from lwprof.models.guidelines import get_table
+    from lwprof.runtime.loader import LoadedModel, seeded
 
     with seeded(name):
         net = get_table(table).build(**kwargs)
@@ -203,8 +203,8 @@ class GuidelinesRun:
     def run(self) -> None:
         import torch
 
-        from lwprof.environment import capture_environment
-        from lwprof.guideline_nets import configs
+        from lwprof.runtime.environment import capture_environment
+        from lwprof.models.guidelines import configs
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.load_previous()
@@ -260,7 +260,7 @@ class GuidelinesRun:
         return guideline_model(cfg.table, kwargs, cfg.input_shape(), name)
 
     def _count(self, cfg: Any) -> dict[str, Any]:
-        from lwprof.engine import profile_module
+        from lwprof.counting.engine import profile_module
 
         model = self._model(cfg)
         profile = profile_module(model.module, model.input_shape, name=cfg.key)
@@ -268,8 +268,8 @@ class GuidelinesRun:
         return {"model": model, "shape": model.input_shape, "totals": totals, "convs": sum(1 for layer in profile.layers if layer.macs)}
 
     def _measure(self, cfg: Any, backend_name: str, analytic: dict[str, Any]) -> dict[str, Any] | None:
-        from lwprof.backends import BackendSkipped, get_backend
-        from lwprof.worker import MeasureRequest, WorkerFailed, run_in_worker
+        from lwprof.runtime.backends import BackendSkipped, get_backend
+        from lwprof.runtime.worker import MeasureRequest, WorkerFailed, run_in_worker
 
         backend = get_backend(backend_name)
         reason = backend.unavailable_reason(self.device)
@@ -326,7 +326,7 @@ class GuidelinesRun:
     # -- results ---------------------------------------------------------------
 
     def table_rows(self, table: int) -> list[dict[str, Any]]:
-        from lwprof.guideline_nets import configs
+        from lwprof.models.guidelines import configs
 
         rows = []
         for cfg in configs(table, self.config, self.scales):
@@ -353,7 +353,7 @@ class GuidelinesRun:
         return rows
 
     def verdicts(self, table: int) -> list[dict[str, Any]]:
-        from lwprof.guideline_nets import get_table
+        from lwprof.models.guidelines import get_table
 
         spec = get_table(table)
         faster_row, slower_row = spec.prediction
@@ -387,7 +387,7 @@ class GuidelinesRun:
         return result
 
     def write_files(self) -> list[Path]:
-        from lwprof.guideline_nets import ASSUMPTIONS
+        from lwprof.models.guidelines import ASSUMPTIONS
 
         written = []
         for table in self.tables:
@@ -420,7 +420,7 @@ class GuidelinesRun:
         return written
 
     def plot(self) -> list[Path]:
-        from lwprof.plots import plot_guideline_table
+        from lwprof.reports.plots import plot_guideline_table
 
         written = []
         for table in self.tables:
@@ -492,9 +492,9 @@ def run_guidelines(
     fmt: Any,
     plots: bool,
 ) -> int:
-    from lwprof.backends import check_device
-    from lwprof.guideline_nets import SCALES, table_numbers
-    from lwprof.latency_command import parse_backends
+    from lwprof.runtime.backends import check_device
+    from lwprof.models.guidelines import SCALES, table_numbers
+    from lwprof.commands.profile import parse_backends
 
     check_device(settings.device)
     if settings.allocator not in ("default", "tuned"):
@@ -511,7 +511,7 @@ def run_guidelines(
         out=out or Path("reports") / f"guidelines-{settings.device}",
         merge=merge,
     )
-    from lwprof.guideline_nets import ASSUMPTIONS
+    from lwprof.models.guidelines import ASSUMPTIONS
 
     for assumption in ASSUMPTIONS:
         output.info(f"assumption: {assumption}")
@@ -530,8 +530,8 @@ def run_guidelines(
 
 
 def _print(run: GuidelinesRun, fmt: Any) -> None:
-    from lwprof.guideline_nets import THROUGHPUT_UNIT, get_table
-    from lwprof.output import Column, OutputFormat, emit
+    from lwprof.models.guidelines import THROUGHPUT_UNIT, get_table
+    from lwprof.reports.console import Column, OutputFormat, emit
 
     if fmt is OutputFormat.json:
         sys.stdout.write((run.out / "guidelines.json").read_text())

@@ -23,7 +23,7 @@ import os
 import platform
 from dataclasses import dataclass
 
-from lwprof.errors import LwprofError
+from lwprof.core.errors import LwprofError
 
 # What `--allocator` takes. auto: the plain process, plus the tuned allocator
 # when the plain one page-faults significantly; default: the plain process

@@ -35,12 +35,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lwprof import output
-from lwprof.errors import LwprofError
-from lwprof.allocator import DEFAULT, TUNED, significant, variants
-from lwprof.measure import Measurement
-from lwprof.output import Column, OutputFormat
-from lwprof.settings import RunSettings
+from lwprof.reports import console as output
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.allocator import DEFAULT, TUNED, significant, variants
+from lwprof.runtime.measure import Measurement
+from lwprof.reports.console import Column, OutputFormat
+from lwprof.runtime.settings import RunSettings
 
 DEFAULT_BACKENDS = ("torch", "onnxruntime")
 DEFAULT_REPORTS_DIR = Path("reports")
@@ -82,7 +82,7 @@ class BackendResult:
 
 
 def parse_backends(text: str | None) -> list[str]:
-    from lwprof.backends import get_backend
+    from lwprof.runtime.backends import get_backend
 
     names = [part.strip() for part in (text or ",".join(DEFAULT_BACKENDS)).split(",") if part.strip()]
     if not names:
@@ -130,7 +130,7 @@ class LatencyJob:
     """One ``lwprof profile --device`` run; state is written as it grows.
 
     This process counts the model, exports it and measures the roofline;
-    every timing runs in a fresh worker process (:mod:`lwprof.worker`), so
+    every timing runs in a fresh worker process (:mod:`lwprof.runtime.worker`), so
     none of that work changes a measured figure.
     """
 
@@ -176,11 +176,11 @@ class LatencyJob:
     # -- the job -------------------------------------------------------------
 
     def run(self) -> None:
-        from lwprof.backends import check_device
-        from lwprof.environment import capture_environment
+        from lwprof.runtime.backends import check_device
+        from lwprof.runtime.environment import capture_environment
 
         check_device(self.device)
-        from lwprof.loader import load_model
+        from lwprof.runtime.loader import load_model
 
         first = True
         try:
@@ -218,7 +218,7 @@ class LatencyJob:
             torch.set_num_threads(self.threads)
 
     def _measure_peaks(self) -> None:
-        from lwprof.roofline import load_or_measure
+        from lwprof.runtime.roofline import load_or_measure
 
         started = time.perf_counter()
         for backend in self.backends:
@@ -236,7 +236,7 @@ class LatencyJob:
         self.timings["peaks_s"] += time.perf_counter() - started
 
     def _measure_backends(self, loaded: Any, batch_size: int) -> None:
-        from lwprof.backends import BackendSkipped, compare_outputs, get_backend
+        from lwprof.runtime.backends import BackendSkipped, compare_outputs, get_backend
 
         reference: tuple[str, list[Any]] | None = None
         fingerprint: list[str] = []  # of this process's module, computed when a worker reports one
@@ -278,7 +278,7 @@ class LatencyJob:
                 result.warnings.append(f"{name}: no per-layer times ({reply.layer_error})")
             if reply.fingerprint is not None and loaded.module is not None:
                 if not fingerprint:
-                    from lwprof.backends import module_fingerprint
+                    from lwprof.runtime.backends import module_fingerprint
 
                     fingerprint.append(module_fingerprint(loaded.module))
                 if reply.fingerprint != fingerprint[0]:
@@ -310,7 +310,7 @@ class LatencyJob:
                 return
 
     def _allocator_check(self, name: str, staged: Any, result: BackendResult, model: str, allocator: str) -> AllocatorRun:
-        from lwprof.allocator import tuning_unavailable
+        from lwprof.runtime.allocator import tuning_unavailable
 
         reason = tuning_unavailable() if allocator == TUNED else None
         if reason is not None:
@@ -332,7 +332,7 @@ class LatencyJob:
         """One worker's reply; None when Ctrl-C came before the worker could reply."""
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from lwprof.worker import MeasureRequest, WorkerFailed, run_in_worker
+        from lwprof.runtime.worker import MeasureRequest, WorkerFailed, run_in_worker
 
         label = f"{name} {self.device} batch {batch_size}" + ("" if allocator == DEFAULT else f" ({allocator} allocator)")
         request = MeasureRequest(
@@ -371,7 +371,7 @@ class LatencyJob:
             try:
                 reply = run_in_worker(request, on_message)
             except WorkerFailed as exc:
-                from lwprof.worker import MeasureReply
+                from lwprof.runtime.worker import MeasureReply
 
                 reply = MeasureReply(skipped=str(exc))
         # Starting the interpreter and importing the runtime: the price of a fresh process.
@@ -511,7 +511,7 @@ class LatencyJob:
     def plot(self) -> list[Path]:
         if self.run_dir is None or not self.profiles:
             return []
-        from lwprof.plots import plot_roofline, plot_time_vs_flop_share
+        from lwprof.reports.plots import plot_roofline, plot_time_vs_flop_share
 
         batch_size = next(iter(self.profiles))
         rows = [r for r in self.layer_table() if r["batch_size"] == batch_size]
@@ -564,7 +564,7 @@ def _roofline_columns(flops: int, memory_bytes: int, seconds: float | None, peak
         f"{prefix}bound_by": None,
     }
     if peaks is not None and (flops or memory_bytes):
-        from lwprof.roofline import efficiency, roofline_bound
+        from lwprof.runtime.roofline import efficiency, roofline_bound
 
         point = roofline_bound(flops, memory_bytes, peaks)
         columns[f"{prefix}roofline_bound_s"] = point.bound_s
@@ -650,7 +650,7 @@ def _allocator_columns(result: BackendResult) -> dict[str, Any]:
 
 
 def _allocator_comparison(result: BackendResult) -> dict[str, Any] | None:
-    from lwprof.allocator import SIGNIFICANT_FAULTS_PER_PASS, TUNED_ENVIRONMENT
+    from lwprof.runtime.allocator import SIGNIFICANT_FAULTS_PER_PASS, TUNED_ENVIRONMENT
 
     if result.measurement is None:
         return None
@@ -683,7 +683,7 @@ def _allocator_comparison(result: BackendResult) -> dict[str, Any] | None:
 
 def allocator_notes(summary: list[dict[str, Any]]) -> list[str]:
     """One sentence per backend whose plain process page-faulted significantly."""
-    from lwprof.allocator import deployment_hint
+    from lwprof.runtime.allocator import deployment_hint
 
     notes = []
     for row in summary:
@@ -709,22 +709,22 @@ def allocator_notes(summary: list[dict[str, Any]]) -> list[str]:
 
 def _analyze(loaded: Any):
     if loaded.kind == "onnx":
-        from lwprof.onnx_count import analyze_onnx
+        from lwprof.counting.onnx_count import analyze_onnx
 
         return analyze_onnx(loaded.onnx_path, input_shape=loaded.input_shape, name=loaded.name)
-    from lwprof.engine import profile_module
+    from lwprof.counting.engine import profile_module
 
     return profile_module(loaded.module, loaded.input_shape, name=loaded.name)
 
 
 def _backend_unavailable(name: str, device: str) -> str | None:
-    from lwprof.backends import get_backend
+    from lwprof.runtime.backends import get_backend
 
     return get_backend(name).unavailable_reason(device)
 
 
 def _default_cache_dir() -> Path:
-    from lwprof.backends import default_cache_dir
+    from lwprof.runtime.backends import default_cache_dir
 
     return default_cache_dir()
 
@@ -797,7 +797,7 @@ def run_latency_profile(
     plots: bool,
 ) -> int:
     """Run the job and print its summary; returns the exit code."""
-    from lwprof.loader import parse_shape
+    from lwprof.runtime.loader import parse_shape
 
     shape = parse_shape(input_shape) if input_shape is not None else None
     job = LatencyJob(
@@ -826,7 +826,7 @@ def run_latency_profile(
 
 
 def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
-    from lwprof.units import format_bytes, format_count
+    from lwprof.core.units import format_bytes, format_count
 
     summary = job.summary()
     if fmt is OutputFormat.json:

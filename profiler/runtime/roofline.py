@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lwprof.errors import LwprofError
-from lwprof.measure import Budget, Stats
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.measure import Budget, Stats
 
 # Work sizes: a GEMM large enough to reach the arithmetic peak, a copy far
 # beyond the last-level cache so it measures memory, not cache.
@@ -93,7 +93,7 @@ def efficiency(bound_s: float, measured_s: float | None) -> float | None:
 
 
 def device_fingerprint(device: str, threads: int, backend: str) -> str:
-    from lwprof.environment import cpu_model, gpu_info, package_version, physical_cores, usable_cores
+    from lwprof.runtime.environment import cpu_model, gpu_info, package_version, physical_cores, usable_cores
 
     runtime = package_version("onnxruntime", "onnxruntime-gpu") if backend == "onnxruntime" else package_version("torch")
     gpu = gpu_info() if device == "cuda" else None
@@ -119,7 +119,7 @@ def load_or_measure(
     budget: Budget = PEAK_BUDGET,
 ) -> tuple[DevicePeaks, bool]:
     """Cached peaks for this device and setting, measured when missing (or ``refresh``)."""
-    from lwprof.backends import default_cache_dir
+    from lwprof.runtime.backends import default_cache_dir
 
     fingerprint = device_fingerprint(device, threads, backend)
     path = (cache_dir or default_cache_dir()) / "device" / f"{fingerprint}.json"
@@ -145,7 +145,7 @@ def load_or_measure(
 
 
 def measure_peaks(backend: str, device: str, threads: int, budget: Budget = PEAK_BUDGET) -> DevicePeaks:
-    from lwprof.backends import check_device
+    from lwprof.runtime.backends import check_device
 
     check_device(device)
     if backend == "torch":
@@ -167,7 +167,7 @@ def measure_peaks(backend: str, device: str, threads: int, budget: Budget = PEAK
 
 
 def _timed(fn: Any, budget: Budget, timer: Any) -> Stats:
-    from lwprof.measure import run_timed
+    from lwprof.runtime.measure import run_timed
 
     samples, interrupted = run_timed(fn, budget, timer)
     if interrupted:
@@ -183,7 +183,7 @@ def _summary(stats: Stats, **what: Any) -> dict[str, Any]:
 def _torch_kernels(device: str, threads: int, budget: Budget) -> tuple[dict[str, Any], dict[str, Any]]:
     import torch
 
-    from lwprof.measure import CudaEventTimer, HostTimer
+    from lwprof.runtime.measure import CudaEventTimer, HostTimer
 
     previous = torch.get_num_threads()
     if device == "cpu":
@@ -214,7 +214,7 @@ def _onnxruntime_kernels(device: str, threads: int, budget: Budget) -> tuple[dic
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from lwprof.measure import HostTimer
+    from lwprof.runtime.measure import HostTimer
 
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     options = ort.SessionOptions()

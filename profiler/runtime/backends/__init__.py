@@ -2,11 +2,11 @@
 
 A backend (:class:`Backend`) knows whether it can run here
 (:meth:`Backend.unavailable_reason`) and turns a
-:class:`~lwprof.loader.LoadedModel` plus one fixed input into a
+:class:`~lwprof.runtime.loader.LoadedModel` plus one fixed input into a
 :class:`BackendSession`: one inference per :meth:`BackendSession.run` (what
 the harness times), the outputs on the host (what :func:`compare_outputs`
 checks against the other backends before anything is timed), and per-layer
-times delegated to :mod:`lwprof.torch_layers` / :mod:`lwprof.ort_layers`.
+times delegated to :mod:`lwprof.runtime.backends._torch_layers` / :mod:`lwprof.runtime.backends._ort_layers`.
 Backends live in a registry, so a third runtime (``torch.compile``, say) is
 one registered class.
 
@@ -17,16 +17,16 @@ run a model raises :class:`BackendSkipped` with the reason, and the caller
 reports it and goes on with the other backends.
 
 Timing. On the CPU each run is a synchronous call timed with a host clock
-(:class:`~lwprof.measure.HostTimer`). On CUDA the torch backend only launches
+(:class:`~lwprof.runtime.measure.HostTimer`). On CUDA the torch backend only launches
 the forward pass in :meth:`~BackendSession.run`, and
-:class:`~lwprof.measure.CudaEventTimer` brackets it with CUDA events and
+:class:`~lwprof.runtime.measure.CudaEventTimer` brackets it with CUDA events and
 synchronizes, so the kernels are counted rather than their launch. ONNX
 Runtime's ``session.run`` with numpy inputs and outputs returns only when its
 outputs are back on the host, so the same event timer measures the whole
 call there.
 
 ONNX exports of PyTorch models are cached under ``<cache dir>/onnx/``, one
-file per :func:`~lwprof.onnx_export.export_cache_key` (model, input shape,
+file per :func:`~lwprof.counting.onnx_export.export_cache_key` (model, input shape,
 opset, torch version). The key alone cannot tell two models of the same name
 apart, nor the same architecture with other weights (zoo models are randomly
 initialised on every build), so each file also records a fingerprint of the
@@ -51,14 +51,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
-from lwprof.errors import LwprofError
+from lwprof.core.errors import LwprofError
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from lwprof.loader import LoadedModel
-    from lwprof.measure import CudaEventTimer, HostTimer
-    from lwprof.timing import LayerTiming
+    from lwprof.runtime.loader import LoadedModel
+    from lwprof.runtime.measure import CudaEventTimer, HostTimer
+    from lwprof.core.timing import LayerTiming
 
 __all__ = [
     "Backend",
@@ -181,7 +181,7 @@ def default_cache_dir() -> Path:
 
 def onnx_cache_path(cache_dir: Path, model_name: str, input_shape: Sequence[int]) -> Path:
     """Where the export of ``model_name`` on ``input_shape`` is cached."""
-    from lwprof.onnx_export import export_cache_key
+    from lwprof.counting.onnx_export import export_cache_key
 
     return Path(cache_dir) / "onnx" / f"{export_cache_key(model_name, input_shape)}.onnx"
 
@@ -263,7 +263,7 @@ def cached_onnx_export(module: Any, model_name: str, input_shape: Sequence[int],
     import onnx
     import torch
 
-    from lwprof.onnx_export import DEFAULT_OPSET, EXPORTER, export_info, export_onnx, one_line
+    from lwprof.counting.onnx_export import DEFAULT_OPSET, EXPORTER, export_info, export_onnx, one_line
 
     shape = tuple(int(d) for d in input_shape)
     path = onnx_cache_path(cache_dir, model_name, shape)
@@ -470,7 +470,7 @@ class Backend:
         inference runs; raises :class:`BackendSkipped` when it cannot.
         ``threads`` None means one per physical core."""
         if threads is None:
-            from lwprof.environment import physical_cores
+            from lwprof.runtime.environment import physical_cores
 
             threads = physical_cores()
         if not isinstance(threads, int) or threads < 1:
@@ -515,13 +515,13 @@ class Backend:
 
 
 def _one_line(exc: BaseException) -> str:
-    from lwprof.onnx_export import one_line
+    from lwprof.counting.onnx_export import one_line
 
     return one_line(exc)
 
 
 def _timer(device: str) -> "HostTimer | CudaEventTimer":
-    from lwprof.measure import CudaEventTimer, HostTimer
+    from lwprof.runtime.measure import CudaEventTimer, HostTimer
 
     return CudaEventTimer() if device == "cuda" else HostTimer()
 
@@ -618,7 +618,7 @@ class TorchSession(BackendSession):
         return [_as_float_array(t) for t in _flatten(result, self.torch.Tensor)]
 
     def layer_timings(self, runs: int) -> list["LayerTiming"]:
-        from lwprof.torch_layers import layer_timings
+        from lwprof.runtime.backends._torch_layers import layer_timings
 
         return layer_timings(self.module, self.x, runs, self.device)
 
@@ -795,7 +795,7 @@ class OnnxRuntimeSession(BackendSession):
         return arrays
 
     def layer_timings(self, runs: int) -> list["LayerTiming"]:
-        from lwprof.ort_layers import layer_timings
+        from lwprof.runtime.backends._ort_layers import layer_timings
 
         return layer_timings(self.onnx_path, self.feed, self.threads, self.providers, runs, self.onnx_path)
 

@@ -29,7 +29,7 @@ Names. An exported node's *module path* is the innermost module that ran it
 (``features.0.conv``); its *layer name* is the row name ``lwprof.analyze``
 gives it: the path for a leaf module, ``path (op)`` for a functional op of a
 container (``features.3 (add)``, the op named as eager PyTorch names it, see
-:data:`lwprof.onnx_ops.EAGER_OP_NAMES`), ``<root> (op)`` for ops of the model's
+:data:`lwprof.counting.onnx_ops.EAGER_OP_NAMES`), ``<root> (op)`` for ops of the model's
 own forward. :func:`export_onnx` resolves these against the real module tree
 and stores them on each node (``metadata_props`` keys :data:`LAYER_KEY`,
 :data:`MODULE_PATH_KEY`, :data:`MODULE_TYPE_KEY`); for other files
@@ -52,8 +52,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
-from lwprof.errors import LwprofError
-from lwprof.onnx_ops import eager_op_name
+from lwprof.core.errors import LwprofError
+from lwprof.counting.onnx_ops import eager_op_name
 
 if TYPE_CHECKING:
     import onnx

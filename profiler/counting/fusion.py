@@ -28,10 +28,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from lwprof import ops as op_table
-from lwprof.records import OpRecord
+from lwprof.counting import ops as op_table
+from lwprof.core.records import OpRecord
 
-# Op names of both counts: aten ops (lwprof.engine) and ONNX op types (lwprof.onnx_count).
+# Op names of both counts: aten ops (lwprof.counting.engine) and ONNX op types (lwprof.counting.onnx_count).
 CHAIN_HEADS = frozenset(
     {
         "aten.convolution",

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lwprof import output
-from lwprof.errors import LwprofError
-from lwprof.layer_table import (
+from lwprof.reports import console as output
+from lwprof.core.errors import LwprofError
+from lwprof.reports.layer_table import (
     csv_columns,
     layer_columns,
     rolled_up_rows,
@@ -17,21 +17,21 @@ from lwprof.layer_table import (
     totals_rows,
     write_run_files,
 )
-from lwprof.output import Column, OutputFormat
+from lwprof.reports.console import Column, OutputFormat
 
 
 def _analyze(loaded: Any, dtype: str):
     import torch
 
     if loaded.kind == "onnx":
-        from lwprof.onnx_count import analyze_onnx
+        from lwprof.counting.onnx_count import analyze_onnx
 
         if dtype != "float32":
             raise LwprofError("--dtype applies to PyTorch models; an ONNX graph keeps the element types it was exported with")
         profile = analyze_onnx(loaded.onnx_path, input_shape=loaded.input_shape, name=loaded.name)
         optimized = analyze_onnx(loaded.onnx_path, input_shape=loaded.input_shape, name=loaded.name, optimized=True)
         return profile, {"ort_optimized_totals": optimized.totals}
-    from lwprof.engine import profile_module
+    from lwprof.counting.engine import profile_module
 
     return profile_module(loaded.module, loaded.input_shape, dtype=getattr(torch, dtype), name=loaded.name), {}
 
@@ -49,7 +49,7 @@ def run_profile(
     out: Path | None,
     crosscheck: bool,
 ) -> None:
-    from lwprof.loader import load_model, parse_shape
+    from lwprof.runtime.loader import load_model, parse_shape
 
     shape = parse_shape(input_shape) if input_shape is not None else None
     output.info(f"loading {spec}")
@@ -61,7 +61,7 @@ def run_profile(
     if crosscheck:
         if loaded.module is None:
             raise LwprofError("--crosscheck needs a PyTorch model (thop and FlopCounterMode do not read ONNX graphs)")
-        from lwprof.crosscheck import crosscheck as run_crosscheck
+        from lwprof.counting.crosscheck import crosscheck as run_crosscheck
 
         checks = run_crosscheck(loaded.module, profile)
         extra["crosscheck"] = checks
@@ -78,7 +78,7 @@ def run_profile(
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     elif fmt is OutputFormat.csv:
         if checks is not None:
-            from lwprof.crosscheck import crosscheck_rows
+            from lwprof.counting.crosscheck import crosscheck_rows
 
             crossed = crosscheck_rows(checks)
             output.emit(crossed, [Column(k, k) for k in crossed[0]], fmt)
@@ -93,7 +93,7 @@ def run_profile(
 
 
 def _print_tables(profile, rows, extra, checks) -> None:
-    from lwprof.units import format_bytes, format_count
+    from lwprof.core.units import format_bytes, format_count
 
     shape = "x".join(map(str, profile.input_shape))
     output.emit(rows, layer_columns(rows), OutputFormat.table, title=f"{profile.model}: {shape}, {profile.dtype}")
@@ -110,7 +110,7 @@ def _print_tables(profile, rows, extra, checks) -> None:
         unsupported = [{"op": op, "count": n} for op, n in profile.unsupported_ops.items()]
         output.emit(unsupported, [Column("op", "unsupported op"), Column("count", "calls", str, "right")], OutputFormat.table)
     if checks is not None:
-        from lwprof.crosscheck import crosscheck_rows
+        from lwprof.counting.crosscheck import crosscheck_rows
 
         columns = [
             Column("counter", "counter"),

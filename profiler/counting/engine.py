@@ -4,7 +4,7 @@ Ops are captured at the TorchDispatchMode level (below autograd, after
 composite ops are decomposed), as PyTorch's own FlopCounterMode does, and
 each op is attributed to the innermost module running when it executed. The
 engine holds no per-op arithmetic: MACs and FLOPs come from the formula
-table in :mod:`lwprof.ops`; memory access is the bytes of the tensors an op
+table in :mod:`lwprof.counting.ops`; memory access is the bytes of the tensors an op
 actually read and wrote.
 
 No side effects on the model: the module hooks are global and removed on
@@ -23,10 +23,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from lwprof import ops as op_table
-from lwprof.errors import LwprofError
-from lwprof.fusion import apply_fusion
-from lwprof.records import LayerCost, ModelProfile, OpRecord
+from lwprof.counting import ops as op_table
+from lwprof.core.errors import LwprofError
+from lwprof.counting.fusion import apply_fusion
+from lwprof.core.records import LayerCost, ModelProfile, OpRecord
 
 
 class ForwardError(LwprofError):

@@ -11,7 +11,7 @@ A SPEC is one of, tried in this order:
 - a zoo name or alias (:mod:`lwprof.models`).
 
 Nothing is ever downloaded. Every failure the user can fix is a one-line
-:class:`~lwprof.errors.LwprofError`, except an unknown zoo name, which stays the
+:class:`~lwprof.core.errors.LwprofError`, except an unknown zoo name, which stays the
 registry's :class:`~lwprof.models.UnknownModelError` so the CLI can print its
 suggestions.
 """
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from lwprof.errors import LwprofError
+from lwprof.core.errors import LwprofError
 
 if TYPE_CHECKING:
     from torch import nn

@@ -1,7 +1,7 @@
 """Per-layer latency of a PyTorch model, under the analytic table's layer names.
 
 Method: the same TorchDispatchMode and module stack the counting engine uses
-(:mod:`lwprof.engine`), with a clock around each aten op's kernel. Every op's
+(:mod:`lwprof.counting.engine`), with a clock around each aten op's kernel. Every op's
 time goes to the row the engine gives its cost to (the innermost module, or
 ``path (op)`` for a container's functional ops), so time and cost join
 exactly, including the residual adds, concats and shuffles that module hooks
@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lwprof.timing import LayerTiming
+from lwprof.core.timing import LayerTiming
 
 
 def layer_timings(module: Any, x: Any, runs: int, device: str = "cpu", warmup: int = 1) -> list[LayerTiming]:
@@ -31,7 +31,7 @@ def layer_timings(module: Any, x: Any, runs: int, device: str = "cpu", warmup: i
     import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from lwprof.engine import _COUNTED, _ModuleStack, _op_info
+    from lwprof.counting.engine import _COUNTED, _ModuleStack, _op_info
 
     if runs < 1:
         raise ValueError("runs must be at least 1")

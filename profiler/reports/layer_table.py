@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lwprof.output import Column
-from lwprof.records import ModelProfile
-from lwprof.units import format_bytes, format_count
+from lwprof.reports.console import Column
+from lwprof.core.records import ModelProfile
+from lwprof.core.units import format_bytes, format_count
 
 SUM_KEYS = ("calls", "params", "macs", "flops", "memory_bytes", "memory_bytes_fused")
 SORT_KEYS = ("order", "params", "macs", "flops", "memory_bytes", "memory_bytes_fused", "arithmetic_intensity")
