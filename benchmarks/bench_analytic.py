@@ -50,8 +50,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import nn
-
 from _env import (
     NOT_INSTALLED,
     REPO_ROOT,
@@ -60,12 +58,21 @@ from _env import (
     foreign_cpu_share,
     format_environment,
 )
+from torch import nn
 
 TARGET_RATIO = 3.0
 TARGET_ZOO_SECONDS = 60.0
 DEFAULT_OUT = REPO_ROOT / "reports" / "benchmarks" / "analytic"
 # The code whose speed is measured; their hashes go into the environment.
-MEASURED_SOURCES = ["profiler/engine.py", "profiler/ops.py", "profiler/fusion.py", "profiler/records.py", "profiler/analysis.py"]
+MEASURED_SOURCES = [
+    "profiler/counting/engine.py",
+    "profiler/counting/tracer.py",
+    "profiler/counting/aggregate.py",
+    "profiler/counting/ops.py",
+    "profiler/counting/fusion.py",
+    "profiler/core/records.py",
+    "profiler/counting/analysis.py",
+]
 
 
 @dataclass(frozen=True)

@@ -71,11 +71,13 @@ REFERENCE = Path(__file__).resolve().parent / "reference_latency.py"
 TUNED_ENVIRONMENT = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "67108864"}
 DEFAULT_OUT = REPO_ROOT / "reports" / "benchmarks" / "latency"
 MEASURED_SOURCES = [
-    "profiler/measure.py",
-    "profiler/backends.py",
-    "profiler/worker.py",
-    "profiler/allocator.py",
-    "profiler/latency_command.py",
+    "profiler/runtime/measure.py",
+    "profiler/runtime/worker.py",
+    "profiler/runtime/allocator.py",
+    "profiler/runtime/backends/__init__.py",
+    "profiler/runtime/backends/torch_eager.py",
+    "profiler/runtime/backends/onnx_runtime.py",
+    "profiler/commands/profile_job.py",
     "benchmarks/reference_latency.py",
 ]
 # pair name -> (lwprof figure, reference step)
@@ -369,7 +371,7 @@ def markdown_summary(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str
         )
         if summary["torch_tuned_models_compared"]:
             lines.append(
-                f"- lwprof's tuned-allocator figure against the reference run with "
+                "- lwprof's tuned-allocator figure against the reference run with "
                 + " ".join(f"`{k}={v}`" for k, v in TUNED_ENVIRONMENT.items())
                 + f": {within['torch_tuned']} of {summary['torch_tuned_models_compared']} models within ±{TARGET_DEVIATION:.0%} "
                 f"({ranges['torch_tuned'][0]:+.1%} … {ranges['torch_tuned'][1]:+.1%})."

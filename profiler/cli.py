@@ -51,7 +51,12 @@ BatchSizeOption = Annotated[
 DeviceOption = Annotated[Device, typer.Option("--device", "-d", help="Where to measure: cpu, or cuda when available.")]
 BackendOption = Annotated[
     Optional[str],
-    typer.Option("--backend", "-b", help="Comma-separated runtimes to measure: torch, onnxruntime (default: both)."),
+    typer.Option(
+        "--backend",
+        "-b",
+        help="Comma-separated runtimes to measure: torch, onnxruntime, or one a package adds through the lwprof.backends "
+        "entry point (default: the built-in ones).",
+    ),
 ]
 ThreadsOption = Annotated[
     Optional[int], typer.Option("--threads", min=1, help="CPU threads for every backend (default: all physical cores).")
@@ -140,8 +145,8 @@ def zoo(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """List the built-in model zoo: params, reference MACs, published top-1, input shape, paper."""
-    from lwprof.reports.zoo_table import zoo_columns, zoo_records
     from lwprof.reports.console import emit, info
+    from lwprof.reports.zoo_table import zoo_columns, zoo_records
 
     records = zoo_records(pattern)
     if not records:
@@ -244,8 +249,8 @@ def profile(
 
     if allocator is not Allocator.auto:
         raise LwprofError("--allocator applies to measurements, not to --analytic")
-    from lwprof.commands.profile import parse_batch_sizes
     from lwprof.commands.analytic import run_profile
+    from lwprof.commands.common import parse_batch_sizes
 
     sizes = parse_batch_sizes(batch_size)
     if len(sizes) > 1:
@@ -277,7 +282,8 @@ def device(
     """Peak compute (large GEMM) and memory bandwidth (large copy) of this device per backend: the roofline."""
     from lwprof.commands.device import run_device
 
-    run_device(device=device.value, backends=backend, threads=threads, refresh=refresh, cache_dir=cache_dir, fmt=fmt)
+    settings = RunSettings.build(device=device.value, threads=threads, cache_dir=cache_dir)
+    run_device(settings=settings, backends=backend, refresh=refresh, fmt=fmt)
 
 
 class HardwareConfig(str, enum.Enum):
@@ -403,7 +409,7 @@ def report(
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Re-render the plots and summary.md of a saved run, without measuring again."""
-    from lwprof.commands.compare import run_report
+    from lwprof.commands.report import run_report
 
     run_report(run_dir, fmt)
 

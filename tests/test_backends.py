@@ -1,34 +1,32 @@
 """Runtime backends: registry, devices, fair inputs, output agreement, the
-ONNX export cache and every way a backend is skipped."""
+ONNX export cache, the entry-point discovery and every way a backend is skipped."""
 
 import math
 import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from lwprof.core.errors import LwprofError
+from lwprof.core.timing import LayerTiming
 from lwprof.runtime import backends
 from lwprof.runtime.backends import (
     Backend,
     BackendSkipped,
-    OutputCheck,
     backend_names,
     check_device,
-    compare_outputs,
-    default_cache_dir,
-    example_input,
     get_backend,
-    module_fingerprint,
-    onnx_cache_path,
+    onnx_runtime,
     register_backend,
+    torch_eager,
 )
-from lwprof.core.errors import LwprofError
+from lwprof.runtime.export_cache import default_cache_dir, module_fingerprint, onnx_cache_path
 from lwprof.runtime.loader import LoadedModel, load_model
 from lwprof.runtime.measure import CudaEventTimer, HostTimer
-from lwprof.core.timing import LayerTiming
+from lwprof.runtime.outputs import OutputCheck, compare_outputs, example_input
+from lwprof.runtime.settings import RunSettings
 
 CUDA = torch.cuda.is_available()
 
@@ -66,8 +64,12 @@ def toy_model(module=None, shape=(1, 3, 8, 8), name="toy"):
     return LoadedModel(name, "torch", module if module is not None else Toy(), None, shape, "file")
 
 
+def settings(cache_dir, device="cpu", threads=1):
+    return RunSettings(device=device, threads=threads, cache_dir=cache_dir)
+
+
 def prepare(name, model, cache_dir, device="cpu", threads=1):
-    return get_backend(name).prepare(model, example_input(model.input_shape), device, threads, cache_dir)
+    return get_backend(name).prepare(model, example_input(model.input_shape), settings(cache_dir, device, threads))
 
 
 # ---------------------------------------------------------------- registry
@@ -78,6 +80,7 @@ def test_backend_names_in_registration_order():
 
 
 def test_registering_a_duplicate_name_fails(monkeypatch):
+    backend_names()  # the built-ins are registered
     monkeypatch.setattr(backends, "_REGISTRY", dict(backends._REGISTRY))
 
     @register_backend
@@ -227,7 +230,7 @@ def test_compare_outputs_flags_nonfinite_values():
 def test_torch_and_onnxruntime_agree_on_zoo_models(name, tmp_path):
     model = load_model(name, input_shape=(1, 3, 64, 64))
     x = example_input(model.input_shape)
-    sessions = [get_backend(b).prepare(model, x, "cpu", 2, tmp_path) for b in ("torch", "onnxruntime")]
+    sessions = [get_backend(b).prepare(model, x, settings(tmp_path, threads=2)) for b in ("torch", "onnxruntime")]
     try:
         torch_out, ort_out = (s.outputs() for s in sessions)
         check = compare_outputs(torch_out, ort_out)
@@ -299,7 +302,7 @@ def test_threads_default_to_physical_cores(tmp_path):
     from lwprof.runtime.environment import physical_cores
 
     model = toy_model()
-    with get_backend("onnxruntime").prepare(model, example_input(model.input_shape), "cpu", None, tmp_path) as session:
+    with get_backend("onnxruntime").prepare(model, example_input(model.input_shape), RunSettings.build(device="cpu", cache_dir=tmp_path)) as session:
         assert session.info["threads"] == {"intra_op": physical_cores(), "inter_op": 1}
 
 
@@ -317,7 +320,7 @@ def test_a_model_that_fails_to_run_is_skipped(tmp_path):
 
 def test_thread_count_must_be_positive(tmp_path):
     with pytest.raises(LwprofError, match="threads must be a positive integer"):
-        get_backend("torch").prepare(toy_model(), example_input((1, 3, 8, 8)), "cpu", 0, tmp_path)
+        settings(tmp_path, threads=0)
 
 
 def test_torch_backend_gets_the_input_values_not_the_array(tmp_path):
@@ -328,7 +331,7 @@ def test_torch_backend_gets_the_input_values_not_the_array(tmp_path):
     model = toy_model(InPlace(), shape=(1, 3))
     x = example_input(model.input_shape)
     original = x.copy()
-    with get_backend("torch").prepare(model, x, "cpu", 1, tmp_path) as session:
+    with get_backend("torch").prepare(model, x, settings(tmp_path)) as session:
         session.run()
     np.testing.assert_array_equal(x, original)
 
@@ -456,8 +459,8 @@ def test_layer_timings_delegate_with_the_session_input(monkeypatch, tmp_path):
         calls["onnxruntime"] = (onnx_path, feed, threads, providers, runs, reference_path)
         return [row]
 
-    monkeypatch.setitem(sys.modules, "lwprof.runtime.backends._torch_layers", types.SimpleNamespace(layer_timings=fake_torch))
-    monkeypatch.setitem(sys.modules, "lwprof.runtime.backends._ort_layers", types.SimpleNamespace(layer_timings=fake_ort))
+    monkeypatch.setattr(torch_eager, "layer_timings", fake_torch)
+    monkeypatch.setattr(onnx_runtime, "layer_timings", fake_ort)
     model = toy_model()
     with prepare("torch", model, tmp_path) as torch_session, prepare("onnxruntime", model, tmp_path, threads=2) as ort_session:
         assert torch_session.layer_timings(3) == [row]

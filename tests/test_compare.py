@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 import lwprof
-from lwprof.runtime import roofline
 from lwprof.cli import app
-from lwprof.commands.compare import pareto_front, ranks, spearman
+from lwprof.core.stats import pareto_front, ranks, spearman
+from lwprof.runtime import roofline
 
 
 def test_ranks_average_ties():
@@ -35,7 +35,7 @@ def test_pareto_front():
 
 @pytest.fixture
 def fixed_roofline(monkeypatch):
-    monkeypatch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: roofline.DevicePeaks(b, d, t, 1e11, 1e10, measured_at="test"))
+    monkeypatch.setattr(roofline, "measure_peaks", lambda b, s: roofline.DevicePeaks(b, s.device, s.threads, 1e11, 1e10, measured_at="test"))
 
 
 MODELS = ["pplcnet_025", "shufflenet_v2_050", "mobilenet_v3_small_075"]
@@ -48,7 +48,7 @@ def compared(tmp_path_factory):
     folder = tmp_path_factory.mktemp("compare")
     out = folder / "cmp"
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: roofline.DevicePeaks(b, d, t, 1e11, 1e10, measured_at="test"))
+        patch.setattr(roofline, "measure_peaks", lambda b, s: roofline.DevicePeaks(b, s.device, s.threads, 1e11, 1e10, measured_at="test"))
         result = CliRunner().invoke(
             app, ["compare", *MODELS, *TINY, "--out", str(out), "--cache-dir", str(folder / "cache"), "--format", "csv"]
         )

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 import lwprof
-from lwprof.counting.engine import ForwardError, profile_module
 from lwprof.core.errors import LwprofError
+from lwprof.counting.engine import ForwardError, profile_module
 from lwprof.models import create_model, list_models
 from lwprof.models._blocks import ChannelShuffle, ConvBNAct, InvertedResidual
 

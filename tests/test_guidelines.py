@@ -4,9 +4,9 @@ equalisation, and the verdict logic on synthetic measurements."""
 import pytest
 
 import lwprof
+from lwprof.core.stats import Stats
 from lwprof.models.guidelines import configs, get_table, table_numbers
-from lwprof.commands.guidelines import FAILS, HOLDS, INCONCLUSIVE, compare, overall
-from lwprof.runtime.measure import Stats
+from lwprof.reports.guideline_report import FAILS, HOLDS, INCONCLUSIVE, compare, overall
 
 
 def count(cfg):

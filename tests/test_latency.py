@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 import lwprof
+from lwprof.commands.common import parse_batch_sizes, run_directory
 from lwprof.core.errors import LwprofError
-from lwprof.commands.profile import BackendResult, join_layers, parse_batch_sizes, run_directory
-from lwprof.models import create_model
 from lwprof.core.timing import LayerTiming
-from lwprof.runtime.backends._torch_layers import layer_timings
+from lwprof.models import create_model
+from lwprof.reports.profile_run import BackendResult, join_layers
+from lwprof.runtime.backends.torch_eager import layer_timings
 
 
 def small_net():
@@ -103,9 +104,10 @@ import json  # noqa: E402
 
 from typer.testing import CliRunner  # noqa: E402
 
-from lwprof.runtime import roofline  # noqa: E402
-from lwprof.runtime.backends import OnnxRuntimeBackend  # noqa: E402
 from lwprof.cli import app  # noqa: E402
+from lwprof.runtime import roofline  # noqa: E402
+from lwprof.runtime.settings import RunSettings  # noqa: E402
+from lwprof.runtime.backends.onnx_runtime import OnnxRuntimeBackend  # noqa: E402
 
 TINY = ["--input-shape", "1,3,64,64", "--min-time", "0", "--max-time", "0.05", "--warmup", "1", "--layer-runs", "2"]
 
@@ -114,8 +116,8 @@ TINY = ["--input-shape", "1,3,64,64", "--min-time", "0", "--max-time", "0.05", "
 def fixed_roofline(monkeypatch):
     """Known ceilings (100 GFLOP/s, 10 GB/s) instead of measuring them."""
 
-    def fake(backend, device, threads, budget=None):
-        return roofline.DevicePeaks(backend, device, threads, 1e11, 1e10, measured_at="test")
+    def fake(backend, settings):
+        return roofline.DevicePeaks(backend, settings.device, settings.threads, 1e11, 1e10, measured_at="test")
 
     monkeypatch.setattr(roofline, "measure_peaks", fake)
 
@@ -198,7 +200,7 @@ def cache_with_fixed_roofline(cache_dir, threads=None):
 
     threads = threads or physical_cores()
     for backend in ("torch", "onnxruntime"):
-        fingerprint = roofline.device_fingerprint("cpu", threads, backend)
+        fingerprint = roofline.device_fingerprint(RunSettings(device="cpu", threads=threads), backend)
         peaks = roofline.DevicePeaks(backend, "cpu", threads, 1e11, 1e10, fingerprint=fingerprint, measured_at="test")
         path = cache_dir / "device" / f"{fingerprint}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from lwprof.core.errors import LwprofError
-from lwprof.runtime.loader import DEFAULT_INPUT_SHAPE, LoadedModel, load_model, parse_shape
 from lwprof.models import UnknownModelError, get_model_info
+from lwprof.runtime.loader import DEFAULT_INPUT_SHAPE, LoadedModel, load_model, parse_shape
 
 NET_PY = """\
 import torch.nn as nn
@@ -490,7 +490,7 @@ def bad_file(tmp_path: Path, kind: str) -> Path:
         ("checkpoint", "is a checkpoint dict (keys 'epoch', 'model') of weights, not a model"),
         ("whole_model", "TinyNet; torch.save of a whole model?), which lwprof does not unpickle"),
         ("garbage", "is not a TorchScript, ONNX or torch.save file"),
-        ("garbage_onnx", "is not a readable ONNX model"),
+        ("garbage_onnx", "is not a valid ONNX model"),
     ],
 )
 def test_files_that_are_not_models(tmp_path, kind, expected):

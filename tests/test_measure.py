@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from lwprof.runtime.measure import Budget, HostTimer, Measurement, Stats, median_confidence_interval, percentile, run_timed
+from lwprof.core.stats import Measurement, Stats, median_confidence_interval, percentile
+from lwprof.runtime.measure import Budget, HostTimer, run_timed
 
 
 def test_stats_of_one_to_ten_exact():

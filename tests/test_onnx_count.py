@@ -12,12 +12,13 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import lwprof
-from lwprof.counting import onnx_ops
 from lwprof.core.errors import LwprofError
-from lwprof.models import create_model
+from lwprof.counting import onnx_ops
 from lwprof.counting.onnx_count import analyze_onnx
-from lwprof.counting.onnx_export import export_cache_key, export_info, export_onnx, layer_name_of, node_scopes
+from lwprof.counting.onnx_export import export_cache_key, export_info, export_onnx
+from lwprof.counting.onnx_scopes import layer_name_of, node_scopes
 from lwprof.counting.ops import FLOPS_PER_ELEMENT, OpCost
+from lwprof.models import create_model
 
 # The brief's representative set: plain inverted residuals, SE + hard-swish,
 # channel split + shuffle, ghost modules (slices), fire modules (max-pool),

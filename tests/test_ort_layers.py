@@ -3,10 +3,10 @@
 import pytest
 
 import lwprof
-from lwprof.runtime.backends import example_input
-from lwprof.models import create_model
 from lwprof.counting.onnx_export import export_onnx
+from lwprof.models import create_model
 from lwprof.runtime.backends._ort_layers import layer_timings
+from lwprof.runtime.outputs import example_input
 
 SHAPE = (1, 3, 64, 64)
 

@@ -36,11 +36,11 @@ def test_readme_shows_every_command():
 
 @pytest.fixture
 def stubbed(monkeypatch, tmp_path):
+    import lwprof.runtime.backends.torch_eager as torch_layers
     import lwprof.runtime.measure as measure
-    import lwprof.runtime.backends._torch_layers as torch_layers
     import lwprof.runtime.worker as worker
     from lwprof.runtime import roofline
-    from lwprof.runtime.backends import OnnxRuntimeBackend
+    from lwprof.runtime.backends.onnx_runtime import OnnxRuntimeBackend
 
     # Measurements run here, not in worker processes, so the stubs reach them.
     monkeypatch.setattr(worker, "run_in_worker", worker.run_in_this_process)
@@ -48,7 +48,7 @@ def stubbed(monkeypatch, tmp_path):
     monkeypatch.setattr(measure, "run_timed", lambda fn, budget=None, timer=None, on_sample=None, on_timing_start=None: ([0.002, 0.0021, 0.0019], False))
     real_layers = torch_layers.layer_timings
     monkeypatch.setattr(torch_layers, "layer_timings", lambda module, x, runs, device="cpu", warmup=1: real_layers(module, x, 1, device, 0))
-    monkeypatch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: roofline.DevicePeaks(b, d, t, 1e11, 1e10, measured_at="test"))
+    monkeypatch.setattr(roofline, "measure_peaks", lambda b, s: roofline.DevicePeaks(b, s.device, s.threads, 1e11, 1e10, measured_at="test"))
     monkeypatch.setattr(OnnxRuntimeBackend, "unavailable_reason", lambda self, device: "stubbed out in the README test")
     monkeypatch.setenv("LWPROF_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

@@ -7,10 +7,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lwprof.runtime import roofline
 from lwprof.cli import app
+from lwprof.runtime import measure, roofline
 from lwprof.runtime.measure import Budget
 from lwprof.runtime.roofline import DevicePeaks, device_fingerprint, efficiency, load_or_measure, roofline_bound
+from lwprof.runtime.settings import RunSettings
 
 PEAKS = DevicePeaks("torch", "cpu", 2, peak_flops_per_s=1e11, bandwidth_bytes_per_s=1e10)
 TINY_BUDGET = Budget(warmup=1, warmup_time_s=0.0, min_time_s=0.0, max_time_s=0.05, min_samples=2)
@@ -28,24 +29,26 @@ def test_bound_is_the_slower_of_compute_and_memory():
 
 
 def test_fingerprint_is_stable_and_tracks_the_setting():
-    assert device_fingerprint("cpu", 2, "torch") == device_fingerprint("cpu", 2, "torch")
-    assert device_fingerprint("cpu", 1, "torch") != device_fingerprint("cpu", 2, "torch")
-    assert device_fingerprint("cpu", 2, "onnxruntime") != device_fingerprint("cpu", 2, "torch")
+    two, one = RunSettings(threads=2), RunSettings(threads=1)
+    assert device_fingerprint(two, "torch") == device_fingerprint(two, "torch")
+    assert device_fingerprint(one, "torch") != device_fingerprint(two, "torch")
+    assert device_fingerprint(two, "onnxruntime") != device_fingerprint(two, "torch")
 
 
 def test_cache_measures_once(tmp_path, monkeypatch):
     calls = []
 
-    def fake(backend, device, threads, budget=None):
+    def fake(backend, settings):
         calls.append(backend)
-        return DevicePeaks(backend, device, threads, 1e11, 1e10, measured_at="now")
+        return DevicePeaks(backend, settings.device, settings.threads, 1e11, 1e10, measured_at="now")
 
     monkeypatch.setattr(roofline, "measure_peaks", fake)
-    first, cached = load_or_measure("torch", "cpu", 2, cache_dir=tmp_path)
-    assert not cached and first.fingerprint == device_fingerprint("cpu", 2, "torch")
-    again, cached = load_or_measure("torch", "cpu", 2, cache_dir=tmp_path)
+    settings = RunSettings(device="cpu", threads=2, cache_dir=tmp_path)
+    first, cached = load_or_measure("torch", settings)
+    assert not cached and first.fingerprint == device_fingerprint(settings, "torch")
+    again, cached = load_or_measure("torch", settings)
     assert cached and again == first and calls == ["torch"]
-    load_or_measure("torch", "cpu", 2, cache_dir=tmp_path, refresh=True)
+    load_or_measure("torch", settings, refresh=True)
     assert calls == ["torch", "torch"]
     stored = json.loads((tmp_path / "device" / f"{first.fingerprint}.json").read_text())
     assert stored["ridge_intensity_flops_per_byte"] == 10.0
@@ -53,10 +56,10 @@ def test_cache_measures_once(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
 def test_peaks_are_measured(backend, monkeypatch):
-    monkeypatch.setitem(roofline.GEMM_SIZE, "cpu", 64)
-    monkeypatch.setitem(roofline.COPY_BYTES, "cpu", 2**20)
+    monkeypatch.setitem(measure.GEMM_SIZE, "cpu", 64)
+    monkeypatch.setitem(measure.COPY_BYTES, "cpu", 2**20)
     threads = torch.get_num_threads()
-    peaks = roofline.measure_peaks(backend, "cpu", 1, TINY_BUDGET)
+    peaks = roofline.measure_peaks(backend, RunSettings(device="cpu", threads=1, budget=TINY_BUDGET))
     assert torch.get_num_threads() == threads  # restored
     assert math.isfinite(peaks.peak_flops_per_s) and peaks.peak_flops_per_s > 0
     assert math.isfinite(peaks.bandwidth_bytes_per_s) and peaks.bandwidth_bytes_per_s > 0
@@ -64,7 +67,7 @@ def test_peaks_are_measured(backend, monkeypatch):
 
 
 def test_device_command_json_and_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: DevicePeaks(b, d, t, 2e11, 4e10, measured_at="x"))
+    monkeypatch.setattr(roofline, "measure_peaks", lambda b, s: DevicePeaks(b, s.device, s.threads, 2e11, 4e10, measured_at="x"))
     runner = CliRunner()
     args = ["device", "--threads", "2", "--cache-dir", str(tmp_path), "--format", "json"]
     first = json.loads(runner.invoke(app, args).stdout)

@@ -14,13 +14,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from lwprof.runtime import allocator, roofline
-from lwprof.runtime.allocator import FaultCounter, significant, variants
-from lwprof.runtime.backends import compare_outputs, example_input, get_backend, module_fingerprint
 from lwprof.cli import app
 from lwprof.core.errors import LwprofError
+from lwprof.runtime import allocator, roofline
+from lwprof.runtime.allocator import FaultCounter, significant, variants
+from lwprof.runtime.backends import get_backend
+from lwprof.runtime.export_cache import module_fingerprint
 from lwprof.runtime.loader import load_model
 from lwprof.runtime.measure import Budget
+from lwprof.runtime.outputs import compare_outputs, example_input
 from lwprof.runtime.settings import RunSettings, budget_from_options
 from lwprof.runtime.worker import MeasureRequest, run_in_this_process, run_in_worker
 
@@ -168,7 +170,7 @@ def test_a_model_rebuilt_with_other_weights_is_not_compared(tmp_path, fixed_roof
 
 @pytest.fixture
 def fixed_roofline(monkeypatch):
-    monkeypatch.setattr(roofline, "measure_peaks", lambda b, d, t, budget=None: roofline.DevicePeaks(b, d, t, 1e11, 1e10, measured_at="test"))
+    monkeypatch.setattr(roofline, "measure_peaks", lambda b, s: roofline.DevicePeaks(b, s.device, s.threads, 1e11, 1e10, measured_at="test"))
 
 
 def profile_json(tmp_path, spec, *args):

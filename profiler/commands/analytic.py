@@ -7,8 +7,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lwprof.reports import console as output
+from lwprof.commands.common import count
 from lwprof.core.errors import LwprofError
+from lwprof.reports import console as output
+from lwprof.reports.console import Column, OutputFormat
 from lwprof.reports.layer_table import (
     csv_columns,
     layer_columns,
@@ -17,23 +19,16 @@ from lwprof.reports.layer_table import (
     totals_rows,
     write_run_files,
 )
-from lwprof.reports.console import Column, OutputFormat
 
 
-def _analyze(loaded: Any, dtype: str):
-    import torch
+def _analyze(loaded: Any, dtype: str) -> tuple[Any, dict[str, Any]]:
+    profile = count(loaded, dtype)
+    if loaded.kind != "onnx":
+        return profile, {}
+    from lwprof.counting.onnx_count import analyze_onnx
 
-    if loaded.kind == "onnx":
-        from lwprof.counting.onnx_count import analyze_onnx
-
-        if dtype != "float32":
-            raise LwprofError("--dtype applies to PyTorch models; an ONNX graph keeps the element types it was exported with")
-        profile = analyze_onnx(loaded.onnx_path, input_shape=loaded.input_shape, name=loaded.name)
-        optimized = analyze_onnx(loaded.onnx_path, input_shape=loaded.input_shape, name=loaded.name, optimized=True)
-        return profile, {"ort_optimized_totals": optimized.totals}
-    from lwprof.counting.engine import profile_module
-
-    return profile_module(loaded.module, loaded.input_shape, dtype=getattr(torch, dtype), name=loaded.name), {}
+    optimized = analyze_onnx(loaded.onnx_path, input_shape=loaded.input_shape, name=loaded.name, optimized=True)
+    return profile, {"ort_optimized_totals": optimized.totals}
 
 
 def run_profile(

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
+from lwprof.commands.common import start
 from lwprof.reports import console as output
 from lwprof.reports.console import Column, OutputFormat
+from lwprof.runtime.settings import RunSettings
 
 
-def device_rows(device: str, backends: list[str], threads: int, refresh: bool, cache_dir: Path | None) -> list[dict[str, Any]]:
+def device_rows(settings: RunSettings, backends: list[str], refresh: bool) -> list[dict[str, Any]]:
     from lwprof.runtime.backends import get_backend
     from lwprof.runtime.roofline import load_or_measure
 
+    device, threads = settings.device, settings.threads
     rows = []
     for name in backends:
         reason = get_backend(name).unavailable_reason(device)
@@ -20,7 +22,7 @@ def device_rows(device: str, backends: list[str], threads: int, refresh: bool, c
             output.warn(f"{name}: skipped ({reason})")
             continue
         with output.stderr.status(f"{name}: measuring peak GEMM and copy bandwidth on {device} ({threads} threads)"):
-            peaks, cached = load_or_measure(name, device, threads, cache_dir=cache_dir, refresh=refresh)
+            peaks, cached = load_or_measure(name, settings, refresh=refresh)
         rows.append(
             {
                 "backend": name,
@@ -39,13 +41,8 @@ def device_rows(device: str, backends: list[str], threads: int, refresh: bool, c
     return rows
 
 
-def run_device(*, device: str, backends: str | None, threads: int | None, refresh: bool, cache_dir: Path | None, fmt: OutputFormat) -> None:
-    from lwprof.runtime.backends import check_device
-    from lwprof.runtime.environment import physical_cores
-    from lwprof.commands.profile import parse_backends
-
-    check_device(device)
-    rows = device_rows(device, parse_backends(backends), threads or physical_cores(), refresh, cache_dir)
+def run_device(*, settings: RunSettings, backends: str | None, refresh: bool, fmt: OutputFormat) -> None:
+    rows = device_rows(settings, start(settings, backends), refresh)
     columns = [
         Column("backend", "backend"),
         Column("device", "device"),
@@ -59,4 +56,4 @@ def run_device(*, device: str, backends: str | None, threads: int | None, refres
     ]
     if fmt is OutputFormat.csv:
         columns = [Column(k, k) for k in rows[0]] if rows else columns
-    output.emit(rows, columns, fmt, title=f"roofline of {device}")
+    output.emit(rows, columns, fmt, title=f"roofline of {settings.device}")

@@ -5,14 +5,7 @@ network is counted with lwprof's engine (FLOPs, memory access) and timed on
 every selected backend with the latency harness; measured throughput is put
 beside the paper's, both normalised to the table's first row.
 
-Verdicts: each guideline predicts one row faster than another (G1: 1:1 vs
-1:12, G2: g=1 vs g=8, G3: 1-fragment vs 4-fragment-parallel, G4: no ReLU and
-no shortcut vs both). At each scale the prediction "holds" when the 95%
-confidence intervals of the two medians do not overlap in the predicted
-direction, "does not hold" when they do not overlap the other way, and is
-"inconclusive" when they overlap. Over the scales, a guideline holds on a
-backend when at least one scale holds and none contradicts it, does not hold
-when at least one contradicts and none holds, and is inconclusive otherwise.
+Verdicts and files: :mod:`lwprof.reports.guideline_report`.
 
 Results are appended to ``results.jsonl`` as each configuration finishes; a
 run with ``--out`` pointing at an earlier run's folder skips what that folder
@@ -22,120 +15,25 @@ already holds (same settings), so an interrupted run resumes.
 from __future__ import annotations
 
 import json
-import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lwprof.reports import console as output
+from lwprof.commands.common import EXIT_INTERRUPTED, parse_int_list, start
 from lwprof.core.errors import LwprofError
+from lwprof.core.stats import Measurement
+from lwprof.reports import console as output
+from lwprof.reports.guideline_report import plot, print_tables, settings_key, write_files
 from lwprof.runtime.allocator import variants
-from lwprof.runtime.measure import Budget, Measurement, Stats
+from lwprof.runtime.measure import Budget
 from lwprof.runtime.settings import RunSettings, budget_from_options
-
-HOLDS, FAILS, INCONCLUSIVE = "holds", "does not hold", "inconclusive"
 
 FULL_BUDGET = Budget(warmup=3, min_time_s=1.0, max_time_s=4.0)
 QUICK_BUDGET = Budget(warmup=2, warmup_time_s=0.1, min_time_s=0.3, max_time_s=1.0, min_samples=5)
 
 
 # ---------------------------------------------------------------------------
-# Verdicts (pure functions of statistics)
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """The predicted-faster row against the predicted-slower row at one scale."""
-
-    scale: int
-    faster_row: str
-    slower_row: str
-    faster_median_s: float
-    faster_ci: tuple[float, float]
-    slower_median_s: float
-    slower_ci: tuple[float, float]
-    verdict: str
-    faster_faults_per_pass: float | None = None
-    slower_faults_per_pass: float | None = None
-
-    @property
-    def allocator_decides(self) -> bool:
-        """The two rows' processes landed in different page-fault states (one
-        significant, the other under a third of it): the comparison measures
-        glibc's malloc as much as the networks."""
-        from lwprof.runtime.allocator import significant
-
-        a, b = self.faster_faults_per_pass, self.slower_faults_per_pass
-        if a is None or b is None or not (significant(a) or significant(b)):
-            return False
-        return min(a, b) < max(a, b) / 3
-
-    @property
-    def speedup(self) -> float:
-        """How much faster the predicted-faster row ran (1.0: equal)."""
-        return self.slower_median_s / self.faster_median_s if self.faster_median_s else float("nan")
-
-    def describe(self) -> str:
-        return (
-            f"x{self.scale}: {self.faster_row} {self.faster_median_s * 1e3:.3f} ms "
-            f"[{self.faster_ci[0] * 1e3:.3f}, {self.faster_ci[1] * 1e3:.3f}] vs {self.slower_row} "
-            f"{self.slower_median_s * 1e3:.3f} ms [{self.slower_ci[0] * 1e3:.3f}, {self.slower_ci[1] * 1e3:.3f}]"
-            f" -> {self.speedup:.2f}x, {self.verdict}"
-            + (
-                f" (page faults per pass {self.faster_faults_per_pass:,.0f} vs {self.slower_faults_per_pass:,.0f}: "
-                "the allocator decides this one; compare with --allocator tuned)"
-                if self.allocator_decides
-                else ""
-            )
-        )
-
-
-def compare(
-    faster: Stats,
-    slower: Stats,
-    scale: int,
-    faster_row: str,
-    slower_row: str,
-    faults: tuple[float | None, float | None] = (None, None),
-) -> Comparison:
-    """Latency statistics of the row predicted faster and of the row predicted
-    slower (and, when known, their processes' page faults per pass)."""
-    if faster.ci95_high < slower.ci95_low:
-        verdict = HOLDS
-    elif faster.ci95_low > slower.ci95_high:
-        verdict = FAILS
-    else:
-        verdict = INCONCLUSIVE
-    return Comparison(
-        scale,
-        faster_row,
-        slower_row,
-        faster.median,
-        (faster.ci95_low, faster.ci95_high),
-        slower.median,
-        (slower.ci95_low, slower.ci95_high),
-        verdict,
-        *faults,
-    )
-
-
-def overall(verdicts: list[str]) -> str:
-    held = HOLDS in verdicts
-    failed = FAILS in verdicts
-    if held and not failed:
-        return HOLDS
-    if failed and not held:
-        return FAILS
-    return INCONCLUSIVE
-
-
-# ---------------------------------------------------------------------------
 # The run
-
-
-def _settings_key(config: Any, backend: str, settings: RunSettings, merge: str) -> str:
-    return f"{config.key}|{backend}|{settings.device}|threads{settings.threads}|merge-{merge}|allocator-{settings.allocator}"
 
 
 def guideline_model(table: int, kwargs: dict[str, Any], shape: tuple[int, ...], name: str) -> Any:
@@ -201,39 +99,25 @@ class GuidelinesRun:
             handle.write(json.dumps(record) + "\n")
 
     def run(self) -> None:
-        import torch
-
-        from lwprof.runtime.environment import capture_environment
         from lwprof.models.guidelines import configs
+        from lwprof.reports.progress import progress as progress_bar
+        from lwprof.runtime.environment import capture_environment
+        from lwprof.runtime.threads import torch_threads
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.load_previous()
-        previous_threads = torch.get_num_threads()
-        if self.device == "cpu":
-            torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads if self.device == "cpu" else None):  # recorded as the workers will use them
             self.environment = capture_environment()
-        finally:
-            torch.set_num_threads(previous_threads)  # the timing runs in workers, with their own
         plan = [cfg for table in self.tables for cfg in configs(table, self.config, self.scales)]
         total = len(plan) * len(self.backends)
         done = 0
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
         try:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=output.stderr,
-                transient=True,
-            ) as progress:
+            with progress_bar() as progress:
                 task = progress.add_task("guidelines", total=total)
                 for cfg in plan:
                     analytic = None
                     for backend in self.backends:
-                        key = _settings_key(cfg, backend, self.settings, self.merge)
+                        key = settings_key(cfg, backend, self.settings, self.merge)
                         if key in self.records:
                             done += 1
                             progress.update(task, completed=done)
@@ -274,7 +158,7 @@ class GuidelinesRun:
         backend = get_backend(backend_name)
         reason = backend.unavailable_reason(self.device)
         base = {
-            "key": _settings_key(cfg, backend_name, self.settings, self.merge),
+            "key": settings_key(cfg, backend_name, self.settings, self.merge),
             "table": cfg.table,
             "row": cfg.row,
             "config": cfg.config,
@@ -325,154 +209,8 @@ class GuidelinesRun:
 
     # -- results ---------------------------------------------------------------
 
-    def table_rows(self, table: int) -> list[dict[str, Any]]:
-        from lwprof.models.guidelines import configs
-
-        rows = []
-        for cfg in configs(table, self.config, self.scales):
-            for backend in self.backends:
-                record = self.records.get(_settings_key(cfg, backend, self.settings, self.merge))
-                if record is None or record.get("skipped"):
-                    continue
-                rows.append(dict(record))
-        # normalise to the table's first row at the same scale and backend
-        first_row = configs(table, self.config, (self.scales[0],))[0].row
-        for row in rows:
-            anchor = next(
-                (r for r in rows if r["row"] == first_row and r["scale"] == row["scale"] and r["backend"] == row["backend"]),
-                None,
-            )
-            row["measured_normalized"] = (
-                row["throughput_per_s"] / anchor["throughput_per_s"] if anchor and anchor.get("throughput_per_s") else None
-            )
-            row["paper_normalized"] = (
-                row["paper_throughput"] / anchor["paper_throughput"] if anchor and anchor.get("paper_throughput") else None
-            )
-            row["flops_vs_first_row"] = row["flops"] / anchor["flops"] if anchor and anchor["flops"] else None
-            row["memory_vs_first_row"] = row["memory_bytes"] / anchor["memory_bytes"] if anchor and anchor["memory_bytes"] else None
-        return rows
-
-    def verdicts(self, table: int) -> list[dict[str, Any]]:
-        from lwprof.models.guidelines import get_table
-
-        spec = get_table(table)
-        faster_row, slower_row = spec.prediction
-        rows = self.table_rows(table)
-        result = []
-        for backend in self.backends:
-            comparisons = []
-            for scale in self.scales:
-                faster = next((r for r in rows if r["backend"] == backend and r["scale"] == scale and r["row"] == faster_row), None)
-                slower = next((r for r in rows if r["backend"] == backend and r["scale"] == scale and r["row"] == slower_row), None)
-                if faster is None or slower is None:
-                    continue
-                comparisons.append(
-                    compare(_stats(faster), _stats(slower), scale, faster_row, slower_row,
-                            (faster.get("minor_page_faults_per_pass"), slower.get("minor_page_faults_per_pass")))
-                )
-            if not comparisons:
-                continue
-            result.append(
-                {
-                    "table": table,
-                    "guideline": spec.guideline,
-                    "claim": spec.claim,
-                    "backend": backend,
-                    "device": self.device,
-                    "verdict": overall([c.verdict for c in comparisons]),
-                    "evidence": "; ".join(c.describe() for c in comparisons),
-                    "comparisons": [c.__dict__ | {"speedup": c.speedup, "allocator_decides": c.allocator_decides} for c in comparisons],
-                }
-            )
-        return result
-
-    def write_files(self) -> list[Path]:
-        from lwprof.models.guidelines import ASSUMPTIONS
-
-        written = []
-        for table in self.tables:
-            rows = self.table_rows(table)
-            path = self.out / f"table{table}.csv"
-            path.write_text(_csv(rows, TABLE_CSV_KEYS))
-            written.append(path)
-        payload = {
-            "tables": self.tables,
-            "device": self.device,
-            "backends": self.backends,
-            "config": self.config,
-            "scales": list(self.scales),
-            "threads": self.threads,
-            "settings": self.settings.to_dict(),
-            "merge": self.merge,
-            "budget": {"min_time_s": self.budget.min_time_s, "max_time_s": self.budget.max_time_s, "warmup": self.budget.warmup},
-            "assumptions": list(ASSUMPTIONS),
-            "partial": self.partial,
-            "skipped_backends": self.skips,
-            "verdicts": [v for table in self.tables for v in self.verdicts(table)],
-            "results": [
-                {k: v for k, v in r.items() if k != "samples_s"} for table in self.tables for r in self.table_rows(table)
-            ],
-            "environment": self.environment,
-        }
-        path = self.out / "guidelines.json"
-        path.write_text(json.dumps(payload, indent=2) + "\n")
-        written.append(path)
-        return written
-
-    def plot(self) -> list[Path]:
-        from lwprof.reports.plots import plot_guideline_table
-
-        written = []
-        for table in self.tables:
-            rows = self.table_rows(table)
-            if rows:
-                written += plot_guideline_table(table, rows, self.out / f"table{table}", self.config, self.device)
-        return written
-
-
-TABLE_CSV_KEYS = [
-    "table", "row", "config", "scale", "backend", "device", "threads", "input_shape", "macs", "flops", "memory_bytes",
-    "memory_bytes_fused", "flops_vs_first_row", "memory_vs_first_row", "paper_throughput", "paper_normalized",
-    "throughput_per_s", "measured_normalized", "allocator", "minor_page_faults_per_pass",
-]
-
-
-def _stats(record: dict[str, Any]) -> Stats:
-    return Stats.of(record["samples_s"])
-
-
-def _csv(rows: list[dict[str, Any]], keys: list[str]) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(keys)
-    for row in rows:
-        values = []
-        for key in keys:
-            value = row.get(key)
-            if key == "input_shape" and value is not None:
-                value = "x".join(map(str, value))
-            values.append("" if value is None else value)
-        writer.writerow(values)
-    return buffer.getvalue()
-
-
 # ---------------------------------------------------------------------------
 # The command
-
-
-def parse_int_list(text: str | None, option: str, allowed: tuple[int, ...]) -> tuple[int, ...]:
-    if text is None:
-        return allowed
-    values = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part.isdigit() or int(part) not in allowed:
-            raise LwprofError(f"{option} '{text}': expected a comma-separated subset of {', '.join(map(str, allowed))}")
-        values.append(int(part))
-    return tuple(dict.fromkeys(values))
 
 
 def guideline_budget(quick: bool, min_time: float | None, max_time: float | None) -> Budget:
@@ -492,11 +230,9 @@ def run_guidelines(
     fmt: Any,
     plots: bool,
 ) -> int:
-    from lwprof.runtime.backends import check_device
     from lwprof.models.guidelines import SCALES, table_numbers
-    from lwprof.commands.profile import parse_backends
 
-    check_device(settings.device)
+    chosen = start(settings, backends)
     if settings.allocator not in ("default", "tuned"):
         raise LwprofError(f"--allocator {settings.allocator}: guidelines time each network once, with the default or the tuned allocator")
     selected_tables = parse_int_list(tables, "--tables", tuple(table_numbers()))
@@ -505,7 +241,7 @@ def run_guidelines(
     run = GuidelinesRun(
         tables=list(selected_tables),
         settings=settings,
-        backends=parse_backends(backends),
+        backends=chosen,
         config=hardware,
         scales=selected_scales,
         out=out or Path("reports") / f"guidelines-{settings.device}",
@@ -521,49 +257,11 @@ def run_guidelines(
         output.info(f"resumed: {run.resumed} measurements reused from {run.results_path}")
     for backend, reason in run.skips.items():
         output.warn(f"{backend}: skipped ({reason})")
-    run.write_files()
+    write_files(run)
     if plots:
-        run.plot()
-    _print(run, fmt)
+        plot(run)
+    print_tables(run, fmt)
     output.info(f"wrote {run.out} in {time.perf_counter() - started:.0f} s" + (" (partial: interrupted, run again to resume)" if run.partial else ""))
-    return 130 if run.partial else 0
+    return EXIT_INTERRUPTED if run.partial else 0
 
 
-def _print(run: GuidelinesRun, fmt: Any) -> None:
-    from lwprof.models.guidelines import THROUGHPUT_UNIT, get_table
-    from lwprof.reports.console import Column, OutputFormat, emit
-
-    if fmt is OutputFormat.json:
-        sys.stdout.write((run.out / "guidelines.json").read_text())
-        return
-    if fmt is OutputFormat.csv:
-        rows = [r for table in run.tables for r in run.table_rows(table)]
-        emit(rows, [Column(k, k) for k in TABLE_CSV_KEYS], fmt)
-        return
-    unit = THROUGHPUT_UNIT[run.config]
-
-    def ratio(value: Any) -> str:
-        return "" if value is None else f"{value:.2f}"
-
-    for table in run.tables:
-        spec = get_table(table)
-        rows = run.table_rows(table)
-        columns = [
-            Column("row", "configuration"),
-            Column("scale", "scale", lambda v: f"x{v}", "right"),
-            Column("backend", "backend"),
-            Column("flops_vs_first_row", "FLOPs vs row 1", ratio, "right"),
-            Column("memory_vs_first_row", "memory vs row 1", ratio, "right"),
-            Column("paper_throughput", f"paper {unit}", lambda v: "" if v is None else f"{v:g}", "right"),
-            Column("throughput_per_s", f"measured {unit}", lambda v: "" if v is None else f"{v:.1f}", "right"),
-            Column("paper_normalized", "paper norm.", ratio, "right"),
-            Column("measured_normalized", "measured norm.", ratio, "right"),
-            Column("minor_page_faults_per_pass", "faults/pass", lambda v: "" if v is None else f"{v:,.0f}", "right"),
-        ]
-        emit(rows, columns, OutputFormat.table, title=f"Table {table} ({spec.guideline}: {spec.claim}), {run.config} config on {run.device}")
-        verdicts = run.verdicts(table)
-        emit(
-            verdicts,
-            [Column("guideline", "guideline"), Column("backend", "backend"), Column("verdict", "verdict"), Column("evidence", "deciding figures (median latency, 95% CI)")],
-            OutputFormat.table,
-        )

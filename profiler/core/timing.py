@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from lwprof.runtime.measure import Stats
+from lwprof.core.stats import Stats
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from lwprof.counting.engine import profile_module
 from lwprof.core.records import ModelProfile
+from lwprof.counting.engine import profile_module
 
 DEFAULT_INPUT_SHAPE = (1, 3, 224, 224)
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lwprof.core.modules import eval_mode
 from lwprof.core.records import ModelProfile
 
 
@@ -59,14 +60,9 @@ def _thop(model: nn.Module, x: torch.Tensor, profile: ModelProfile) -> dict[str,
 def crosscheck(model: nn.Module, profile: ModelProfile) -> dict[str, Any]:
     """Totals and per-op-class FLOPs of lwprof, FlopCounterMode and thop on the same input."""
     x = torch.randn(profile.input_shape, generator=torch.Generator().manual_seed(0))
-    training = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with eval_mode(model.modules()):
         flop_counter = _flop_counter(model, x, profile)
         thop_result = _thop(model, x, profile)
-    finally:
-        for module, flag in training.items():
-            module.training = flag
     lwprof_by_class: dict[str, int] = defaultdict(int)
     for rec in profile.ops:
         lwprof_by_class[rec.op_class] += rec.flops

@@ -28,8 +28,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from lwprof.counting import ops as op_table
 from lwprof.core.records import OpRecord
+from lwprof.counting import ops as op_table
 
 # Op names of both counts: aten ops (lwprof.counting.engine) and ONNX op types (lwprof.counting.onnx_count).
 CHAIN_HEADS = frozenset(

@@ -84,40 +84,38 @@ The gap is the graphs, not the counting:
 
 from __future__ import annotations
 
-import math
-import tempfile
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-from lwprof.counting import ops as op_table
 from lwprof.core.errors import LwprofError
-from lwprof.counting.fusion import apply_fusion
-from lwprof.counting.onnx_export import NodeScope, export_info, node_scopes, one_line
-from lwprof.counting.onnx_ops import OnnxCall, is_argument_input, is_free_op, onnx_formula_for, onnx_op_name
 from lwprof.core.records import LayerCost, ModelProfile, OpRecord
+from lwprof.core.text import one_line
+from lwprof.counting import ops as op_table
+from lwprof.counting.aggregate import aggregate_layers
+from lwprof.counting.fusion import apply_fusion
+from lwprof.counting.onnx_export import export_info
+from lwprof.counting.onnx_scopes import NodeScope, node_scopes
+from lwprof.counting.onnx_graph import checked, load_onnx
+from lwprof.counting.onnx_ops import OnnxCall, is_argument_input, is_free_op, onnx_formula_for, onnx_op_name
+from lwprof.counting.onnx_shapes import (
+    TensorInfo,
+    dtype_name,
+    fix_inputs,
+    input_elem_type,
+    is_float,
+    nbytes,
+    ort_optimized,
+    shape_text,
+    tensor_infos,
+)
 
 if TYPE_CHECKING:
     import onnx
 
-ORT_OPTIMIZATION_LEVEL = "ORT_ENABLE_EXTENDED"
 
 # BatchNormalization inputs 3 and 4 are the running mean and variance.
 _RUNNING_STATISTICS = {("BatchNormalization", 3), ("BatchNormalization", 4)}
-_FOUR_BIT_TYPES = {"INT4", "UINT4", "FLOAT4E2M1"}
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    shape: tuple[int, ...]
-    elem_type: int
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-
 def analyze_onnx(
     path_or_model: "str | Path | onnx.ModelProto",
     input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
@@ -132,10 +130,10 @@ def analyze_onnx(
     graph ONNX Runtime optimizes it into (see the module docstring).
     """
     source, label = _load(path_or_model)
-    fixed, shapes = _fix_inputs(source, input_shape, label)
-    counted = _ort_optimized(fixed, label) if optimized else fixed
+    fixed, shapes = fix_inputs(source, input_shape, label)
+    counted = ort_optimized(fixed, label) if optimized else fixed
     scopes = node_scopes(counted, reference=fixed if optimized else None)
-    tensors = _tensor_infos(counted, label)
+    tensors = tensor_infos(counted, label)
     records, inputs_from, claims = _records(counted, tensors, scopes, label)
     for record in records:
         record.memory_bytes_fused = record.memory_bytes
@@ -147,7 +145,7 @@ def analyze_onnx(
     return ModelProfile(
         model=name or export_info(source).get("model") or _stem(path_or_model) or source.graph.name or "onnx",
         input_shape=shapes[first_input],
-        dtype=_dtype_name(_input_elem_type(fixed, first_input)),
+        dtype=dtype_name(input_elem_type(fixed, first_input)),
         params=sum(sum(weights.values()) for weights in claims.values()),
         layers=layers,
         ops=records,
@@ -170,244 +168,8 @@ def _load(path_or_model: Any) -> tuple["onnx.ModelProto", str]:
         model = onnx.ModelProto()
         model.CopyFrom(path_or_model)
         label = f"ONNX model '{model.graph.name}'"
-    else:
-        path = Path(path_or_model)
-        label = str(path)
-        if not path.is_file():
-            raise LwprofError(f"{path}: no such ONNX file")
-        try:
-            model = onnx.load(str(path))
-        except Exception as exc:
-            raise LwprofError(f"{path} is not a valid ONNX model: {one_line(exc)}") from None
-    try:
-        onnx.checker.check_model(model)
-    except Exception as exc:
-        # An op the checker has no schema for is still counted (as unsupported).
-        if not str(exc).startswith("No Op registered for"):
-            raise LwprofError(f"{label} is not a valid ONNX model: {one_line(exc)}") from None
-    if not model.graph.node:
-        raise LwprofError(f"{label} is not a valid ONNX model: its graph has no nodes")
-    return model, label
-
-
-def _graph_inputs(model: "onnx.ModelProto") -> list[Any]:
-    initializers = {init.name for init in model.graph.initializer}
-    return [value for value in model.graph.input if value.name not in initializers]
-
-
-def _declared_dims(value: Any) -> list[int | str | None]:
-    if not value.type.HasField("tensor_type") or not value.type.tensor_type.HasField("shape"):
-        return []
-    dims: list[int | str | None] = []
-    for dim in value.type.tensor_type.shape.dim:
-        if dim.HasField("dim_value") and dim.dim_value > 0:
-            dims.append(dim.dim_value)
-        else:
-            dims.append(dim.dim_param or None)
-    return dims
-
-
-def _fix_inputs(
-    model: "onnx.ModelProto",
-    input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None,
-    label: str,
-) -> tuple["onnx.ModelProto", dict[str, tuple[int, ...]]]:
-    """A copy of ``model`` whose graph inputs all have static shapes."""
-    import onnx
-
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    inputs = _graph_inputs(fixed)
-    if not inputs:
-        raise LwprofError(f"{label} has no graph input to feed")
-    if input_shape is None:
-        wanted: dict[str, Sequence[int]] = {}
-    elif isinstance(input_shape, Mapping):
-        wanted = dict(input_shape)
-        unknown = set(wanted) - {value.name for value in inputs}
-        if unknown:
-            names = [v.name for v in inputs]
-            raise LwprofError(f"{label} has no input named {sorted(unknown)[0]!r}; its inputs are {names}")
-    else:
-        wanted = {inputs[0].name: input_shape}
-
-    shapes: dict[str, tuple[int, ...]] = {}
-    for value in inputs:
-        declared = _declared_dims(value)
-        if value.name in wanted:
-            shape = tuple(int(d) for d in wanted[value.name])
-            if any(d <= 0 for d in shape):
-                raise LwprofError(f"input shape {_fmt(shape)} for '{value.name}' must be positive integers")
-            if declared and (
-                len(declared) != len(shape) or any(isinstance(d, int) and d != s for d, s in zip(declared, shape))
-            ):
-                shown = "x".join(str(d) if d is not None else "?" for d in declared)
-                raise LwprofError(
-                    f"input shape {_fmt(shape)} does not fit input '{value.name}' of {label}, which is {shown}"
-                )
-        else:
-            if not declared:
-                raise LwprofError(f"input '{value.name}' of {label} declares no shape; pass input_shape")
-            # A symbolic leading (batch) dimension counts as 1, as in the loader.
-            dims = [1 if i == 0 and not isinstance(d, int) else d for i, d in enumerate(declared)]
-            if not all(isinstance(d, int) for d in dims):
-                shown = "x".join(str(d) if d is not None else "?" for d in declared)
-                raise LwprofError(f"input '{value.name}' of {label} has dynamic dimensions ({shown}); pass input_shape")
-            shape = tuple(int(d) for d in dims)
-        shapes[value.name] = shape
-        tensor_shape = value.type.tensor_type.shape
-        tensor_shape.ClearField("dim")
-        for d in shape:
-            tensor_shape.dim.add().dim_value = d
-    return fixed, shapes
-
-
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
-
-
-def _input_elem_type(model: "onnx.ModelProto", name: str) -> int:
-    for value in model.graph.input:
-        if value.name == name:
-            return value.type.tensor_type.elem_type
-    return 0
-
-
-def _dtype_name(elem_type: int) -> str:
-    import onnx
-
-    try:
-        return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
-    except Exception:
-        return onnx.TensorProto.DataType.Name(elem_type).lower() if elem_type else "unknown"
-
-
-# ---------------------------------------------------------------------------
-# ONNX Runtime: the optimized graph, and shapes inference cannot give
-
-
-def _session_options(level: str) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    options.log_severity_level = 3  # errors only: failures surface as LwprofError
-    options.intra_op_num_threads = 1  # a count, not a benchmark
-    return options
-
-
-def _ort_optimized(model: "onnx.ModelProto", label: str) -> "onnx.ModelProto":
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="lwprof-ort-") as folder:
-        target = Path(folder) / "optimized.onnx"
-        options = _session_options(ORT_OPTIMIZATION_LEVEL)
-        options.optimized_model_filepath = str(target)
-        try:
-            # From bytes, so weights stored beside the file end up inline.
-            ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-            return onnx.load(str(target))
-        except Exception as exc:
-            raise LwprofError(f"ONNX Runtime cannot optimize {label}: {one_line(exc)}") from None
-
-
-def _random_feed(model: "onnx.ModelProto") -> dict[str, Any]:
-    import numpy as np
-    import onnx
-
-    generator = np.random.default_rng(0)
-    feed = {}
-    for value in _graph_inputs(model):
-        tensor = value.type.tensor_type
-        shape = [d.dim_value for d in tensor.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
-        if np.issubdtype(dtype, np.floating):
-            feed[value.name] = generator.standard_normal(shape).astype(dtype)
-        else:
-            feed[value.name] = np.zeros(shape, dtype=dtype)  # valid indices for any table
-    return feed
-
-
-def _measure(model: "onnx.ModelProto", names: list[str], label: str) -> dict[str, TensorInfo]:
-    """Shapes of ``names`` from one ONNX Runtime run with them as graph outputs."""
-    import numpy as np
-    import onnx
-    import onnxruntime as ort
-
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    del probe.graph.output[:]
-    for name in names:
-        probe.graph.output.append(onnx.ValueInfoProto(name=name))
-    try:
-        session = ort.InferenceSession(
-            probe.SerializeToString(), _session_options("ORT_DISABLE_ALL"), providers=["CPUExecutionProvider"]
-        )
-        values = session.run(names, _random_feed(model))
-    except Exception as exc:
-        producer = next((n for n in model.graph.node if names[0] in n.output), None)
-        where = ""
-        if producer is not None:
-            where = f" (output of {onnx_op_name(producer.op_type, producer.domain)} node '{producer.name}')"
-        raise LwprofError(
-            f"cannot determine the shape of tensor '{names[0]}'{where} in {label}: ONNX shape inference "
-            f"does not know it and ONNX Runtime cannot run the graph ({one_line(exc)}); add its value_info"
-        ) from None
-    measured = {}
-    for name, value in zip(names, values):
-        array = np.asarray(value)
-        elem_type = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
-        measured[name] = TensorInfo(tuple(int(d) for d in array.shape), elem_type)
-    return measured
-
-
-def _tensor_infos(model: "onnx.ModelProto", label: str) -> dict[str, TensorInfo]:
-    """Shape and element type of every initializer, graph input and node output."""
-    import onnx
-
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=False, strict_mode=False, data_prop=True)
-    except Exception:
-        inferred = model  # what inference cannot give, ONNX Runtime measures below
-    infos: dict[str, TensorInfo] = {}
-    for init in inferred.graph.initializer:
-        infos[init.name] = TensorInfo(tuple(int(d) for d in init.dims), init.data_type)
-    for value in [*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output]:
-        if value.name in infos or not value.type.HasField("tensor_type"):
-            continue
-        tensor = value.type.tensor_type
-        if not tensor.HasField("shape") or not tensor.elem_type:
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
-        if all(d >= 0 for d in dims):
-            infos[value.name] = TensorInfo(tuple(dims), tensor.elem_type)
-    unknown = [o for node in model.graph.node for o in node.output if o and o not in infos]
-    if unknown:
-        infos.update(_measure(model, list(dict.fromkeys(unknown)), label))
-    return infos
-
-
-def _element_bits(elem_type: int) -> int:
-    import onnx
-
-    if onnx.TensorProto.DataType.Name(elem_type) in _FOUR_BIT_TYPES:
-        return 4
-    try:
-        return 8 * onnx.helper.tensor_dtype_to_np_dtype(elem_type).itemsize
-    except Exception:
-        return 0  # strings and other non-numeric tensors: no fixed size to count
-
-
-def _nbytes(info: TensorInfo) -> int:
-    return (info.numel * _element_bits(info.elem_type) + 7) // 8
-
-
-def _is_float(elem_type: int) -> bool:
-    import onnx
-
-    name = onnx.TensorProto.DataType.Name(elem_type)
-    return "FLOAT" in name or name == "DOUBLE"  # FLOAT16, BFLOAT16, FLOAT8E4M3FN, ...
+        return checked(model, label), label
+    return load_onnx(path_or_model, check=True), str(Path(path_or_model))
 
 
 # ---------------------------------------------------------------------------
@@ -430,7 +192,7 @@ def _records(
     the weights (name -> elements) each record is the first to read."""
     initializers = {init.name for init in model.graph.initializer}
     # Rank-0 floats are constant operands (a scale, a bound), not weight tensors.
-    weights = {name for name in initializers if _is_float(tensors[name].elem_type) and tensors[name].shape}
+    weights = {name for name in initializers if is_float(tensors[name].elem_type) and tensors[name].shape}
     static = set(initializers)  # known before the first inference
     origins: dict[str, set[str]] = {name: {name} for name in weights}  # static value -> weights behind it
     producer: dict[str, int] = {}
@@ -480,7 +242,7 @@ def _records(
             try:
                 cost = formula(call)
             except Exception as exc:
-                shapes = ", ".join(_fmt(s) if s is not None else "-" for s in input_shapes)
+                shapes = ", ".join(shape_text(s) if s is not None else "-" for s in input_shapes)
                 raise LwprofError(
                     f"cannot cost {op} node '{node.name}' with input shapes {shapes}: {one_line(exc)}"
                 ) from None
@@ -515,8 +277,8 @@ def _records(
             op_class=cost.op_class,
             macs=int(cost.macs),
             flops=int(cost.flops),
-            bytes_read=sum(_nbytes(tensors[name]) for name in read),
-            bytes_written=sum(_nbytes(tensors[name]) for name in dict.fromkeys(outputs)),
+            bytes_read=sum(nbytes(tensors[name]) for name in read),
+            bytes_written=sum(nbytes(tensors[name]) for name in dict.fromkeys(outputs)),
             supported=formula is not None,
             input_shapes=tuple(tensors[name].shape for _, name in data_inputs),
             output_shapes=output_shapes,
@@ -539,40 +301,11 @@ def _aggregate(
     claims: dict[int, dict[str, int]],
     module_types: dict[str, str],
 ) -> list[LayerCost]:
-    layers: dict[str, LayerCost] = {}
-    per_op_type: dict[str, Counter] = {}
-    class_weight: dict[str, dict[str, tuple[int, int]]] = {}
-    for rec in records:
-        layer = layers.get(rec.layer)
-        if layer is None:
-            layer = LayerCost(
-                name=rec.layer,
-                module_path=rec.module_path,
-                module_type=module_types.get(rec.module_path, ""),
-                input_shape=rec.input_shapes[0] if rec.input_shapes else (),
-                output_shape=rec.output_shapes[0] if rec.output_shapes else (),
-            )
-            layers[rec.layer] = layer
-            per_op_type[rec.layer] = Counter()
-        per_op_type[rec.layer][rec.op] += 1
-        layer.ops[rec.op] += 1
-        if not rec.supported:
-            layer.unsupported_ops[rec.op] += 1
+    def on_record(rec: OpRecord, layer: LayerCost) -> None:
         layer.params += sum(claims.get(rec.index, {}).values())
-        layer.macs += rec.macs
-        layer.flops += rec.flops
-        layer.memory_bytes += rec.memory_bytes
-        layer.memory_bytes_fused += rec.memory_bytes_fused
-        layer.output_shape = rec.output_shapes[0] if rec.output_shapes else layer.output_shape
-        # The row's class is that of its costliest op class (by FLOPs, then by bytes).
-        weights = class_weight.setdefault(rec.layer, {})
-        flops, moved = weights.get(rec.op_class, (0, 0))
-        weights[rec.op_class] = (flops + rec.flops, moved + rec.memory_bytes)
-    for layer in layers.values():
-        layer.op_class = max(class_weight[layer.name].items(), key=lambda item: item[1])[0]
-        if layer.name == (layer.module_path or "<root>"):
-            # A leaf module run k times runs each of its ops k times.
-            layer.calls = max(per_op_type[layer.name].values())
-        else:
-            layer.calls = sum(per_op_type[layer.name].values())
-    return list(layers.values())
+
+    layers = aggregate_layers(records, lambda rec: module_types.get(rec.module_path, ""), on_record=on_record)
+    for layer in layers:
+        # A leaf module run k times runs each of its ops k times.
+        layer.calls = max(layer.ops.values()) if layer.name == (layer.module_path or "<root>") else sum(layer.ops.values())
+    return layers

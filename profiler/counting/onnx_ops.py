@@ -178,45 +178,6 @@ def is_argument_input(op_name: str, position: int) -> bool:
     return position in ARGUMENT_INPUTS.get(op_name, ())
 
 
-# How eager PyTorch names the op that an ONNX op stands for, so a container's
-# functional op gets the same row name from both counts ("features.3 (add)").
-# Op types not listed are named by their lower-cased type ("split").
-EAGER_OP_NAMES: dict[str, str] = {
-    "Add": "add",
-    "Sub": "sub",
-    "Mul": "mul",
-    "Div": "div",
-    "Concat": "cat",
-    "Transpose": "clone",
-    "MatMul": "bmm",
-    "FusedMatMul": "bmm",
-    "FusedConv": "convolution",
-    "FusedGemm": "addmm",
-    "QuickGelu": "silu",
-    "SkipLayerNormalization": "native_layer_norm",
-    "Softmax": "_softmax",
-    "LogSoftmax": "_log_softmax",
-    "ReduceMean": "mean",
-    "ReduceSum": "sum",
-    "GlobalAveragePool": "mean",
-    "AveragePool": "avg_pool2d",
-    "MaxPool": "max_pool2d_with_indices",
-    "BatchNormalization": "native_batch_norm",
-    "LayerNormalization": "native_layer_norm",
-    "Conv": "convolution",
-    "Gemm": "addmm",
-    "Clip": "hardtanh",
-    "Relu": "relu",
-    "Sigmoid": "sigmoid",
-    "HardSigmoid": "hardsigmoid",
-    "HardSwish": "hardswish",
-}
-
-
-def eager_op_name(op_type: str) -> str:
-    return EAGER_OP_NAMES.get(op_type, op_type.lower())
-
-
 # ---------------------------------------------------------------------------
 # Convolutions and matrix products: the only ops with MACs.
 

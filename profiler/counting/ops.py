@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 
@@ -380,19 +380,3 @@ def data_movement(call: OpCall) -> OpCost:
 def upsample_bilinear(call: OpCall) -> OpCost:
     # 4 neighbours: 4 multiplies and 3 adds per output element
     return OpCost(0, 7 * call.out_numel, DATA_MOVEMENT)
-
-
-def registered_ops() -> list[str]:
-    """Names of every op with a formula, for documentation and --crosscheck."""
-    return sorted({op_name(op) for op in _FORMULAS})
-
-
-def tensors_in(values: Sequence[Any]) -> list[torch.Tensor]:
-    """Tensors among (possibly nested) op arguments, in order."""
-    found: list[torch.Tensor] = []
-    for value in values:
-        if isinstance(value, torch.Tensor):
-            found.append(value)
-        elif isinstance(value, (list, tuple)):
-            found.extend(tensors_in(value))
-    return found

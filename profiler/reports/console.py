@@ -7,7 +7,6 @@ at full precision with no decoration, so they pipe cleanly.
 
 from __future__ import annotations
 
-import csv
 import enum
 import json
 import os
@@ -17,6 +16,8 @@ from typing import Any, Callable, Sequence
 
 from rich.console import Console
 from rich.table import Table
+
+from lwprof.reports.files import csv_text
 
 # Piped tables are not cut to the 80 columns rich assumes off a terminal.
 _PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 200
@@ -68,10 +69,7 @@ def emit(
         payload = list(json_records if json_records is not None else records)
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     elif fmt is OutputFormat.csv:
-        writer = csv.writer(sys.stdout, lineterminator="\n")
-        writer.writerow([c.key for c in columns])
-        for record in records:
-            writer.writerow(["" if record.get(c.key) is None else record[c.key] for c in columns])
+        sys.stdout.write(csv_text(records, [c.key for c in columns]))
     else:
         if not records:
             return
@@ -81,3 +79,10 @@ def emit(
         for record in records:
             table.add_row(*(column.display(record.get(column.key)) for column in columns))
         stdout.print(table)
+
+
+def cell(value: Any, scale: float = 1.0, digits: int = 2, suffix: str = "") -> str:
+    """A number for a table cell: divided by ``scale``, ``digits`` decimals."""
+    if value is None or value == "":
+        return ""
+    return f"{float(value) / scale:.{digits}f}{suffix}"

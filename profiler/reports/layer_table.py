@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
 
-from lwprof.reports.console import Column
 from lwprof.core.records import ModelProfile
 from lwprof.core.units import format_bytes, format_count
+from lwprof.reports.console import Column
+from lwprof.reports.files import csv_text
 
 SUM_KEYS = ("calls", "params", "macs", "flops", "memory_bytes", "memory_bytes_fused")
 SORT_KEYS = ("order", "params", "macs", "flops", "memory_bytes", "memory_bytes_fused", "arithmetic_intensity")
@@ -105,12 +105,7 @@ def write_run_files(profile: ModelProfile, out_dir: Path, extra: dict[str, Any] 
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = profile.layer_rows()
     layers_csv = out_dir / "layers.csv"
-    with layers_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        keys = list(rows[0].keys()) if rows else []
-        writer.writerow(keys)
-        for row in rows:
-            writer.writerow(["" if row[k] is None else row[k] for k in keys])
+    layers_csv.write_text(csv_text(rows))
     profile_json = out_dir / "profile.json"
     payload = profile.to_dict()
     if extra:

@@ -180,7 +180,7 @@ def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: s
 def plot_accuracy_vs_latency(rows: list[dict[str, Any]], backends: list[str], stem: Path, device: str) -> list[Path]:
     """Published ImageNet top-1 against measured latency, with this device's
     Pareto frontier (no model both faster and more accurate)."""
-    from lwprof.commands.compare import pareto_front
+    from lwprof.core.stats import pareto_front
 
     plt = _pyplot()
     colors = _family_colors(rows)

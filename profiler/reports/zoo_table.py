@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from lwprof.reports.console import Column
 from lwprof.core.units import format_count
+from lwprof.reports.console import Column
 
 
 def matching_models(pattern: str) -> list[str]:

@@ -1,136 +1,19 @@
-"""The measurement harness: warm-up, adaptive repetition within a time budget,
-raw samples kept, statistics derived.
-
-A :class:`Measurement` is immutable: the raw per-iteration samples, what was
-measured, and the environment it was measured in. Statistics are computed
-from the samples (median, mean, std, IQR, p90, p99, min, max, n and a
-distribution-free 95% confidence interval of the median) and flag noise when
-IQR/median exceeds 10%.
+"""The measurement harness: warm-up, adaptive repetition within a time budget.
 
 Timing: on the CPU each iteration is timed with a monotonic host clock around
 a synchronous call. On CUDA, host timers around asynchronous work would time
 the launch, not the kernels: :class:`CudaEventTimer` records CUDA events on
-the stream and synchronizes before reading them.
+the stream and synchronizes before reading them. The samples become a
+:class:`~lwprof.core.stats.Measurement`, whose statistics are derived.
 """
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
-from typing import Any, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
 
-NOISE_THRESHOLD = 0.10  # IQR / median
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default) of sorted values, q in [0, 100]."""
-    if not sorted_values:
-        raise ValueError("percentile of no samples")
-    position = (len(sorted_values) - 1) * q / 100
-    low = math.floor(position)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
-
-
-def median_confidence_interval(sorted_values: Sequence[float], z: float = 1.959964) -> tuple[float, float]:
-    """Distribution-free CI of the median from order statistics: the samples of
-    rank n/2 ∓ z·√n/2 (normal approximation of the binomial), clamped to the data."""
-    n = len(sorted_values)
-    half_width = z * math.sqrt(n) / 2
-    low = max(0, math.floor(n / 2 - half_width))
-    high = min(n - 1, math.ceil(n / 2 + half_width) - 1)
-    return sorted_values[low], sorted_values[high]
-
-
-@dataclass(frozen=True)
-class Stats:
-    n: int
-    median: float
-    mean: float
-    std: float
-    iqr: float
-    p90: float
-    p99: float
-    min: float
-    max: float
-    ci95_low: float
-    ci95_high: float
-
-    @property
-    def relative_iqr(self) -> float:
-        return self.iqr / self.median if self.median else math.inf
-
-    @property
-    def noisy(self) -> bool:
-        return self.relative_iqr > NOISE_THRESHOLD
-
-    @classmethod
-    def of(cls, samples: Sequence[float]) -> "Stats":
-        values = sorted(samples)
-        n = len(values)
-        if n == 0:
-            raise ValueError("statistics of no samples")
-        mean = sum(values) / n
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-        low, high = median_confidence_interval(values)
-        return cls(
-            n=n,
-            median=percentile(values, 50),
-            mean=mean,
-            std=std,
-            iqr=percentile(values, 75) - percentile(values, 25),
-            p90=percentile(values, 90),
-            p99=percentile(values, 99),
-            min=values[0],
-            max=values[-1],
-            ci95_low=low,
-            ci95_high=high,
-        )
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "n": self.n,
-            "median_s": self.median,
-            "mean_s": self.mean,
-            "std_s": self.std,
-            "iqr_s": self.iqr,
-            "p90_s": self.p90,
-            "p99_s": self.p99,
-            "min_s": self.min,
-            "max_s": self.max,
-            "ci95_low_s": self.ci95_low,
-            "ci95_high_s": self.ci95_high,
-            "relative_iqr": self.relative_iqr,
-            "noisy": self.noisy,
-        }
-
-
-@dataclass(frozen=True)
-class Measurement:
-    """Raw samples (seconds per iteration) of one thing measured, and where."""
-
-    label: str
-    samples_s: tuple[float, ...]
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-    environment: Mapping[str, Any] = field(default_factory=dict)
-    partial: bool = False
-
-    @cached_property
-    def stats(self) -> Stats:
-        return Stats.of(self.samples_s)
-
-    def warnings(self) -> list[str]:
-        notes = []
-        if self.stats.noisy:
-            notes.append(
-                f"{self.label}: noisy measurement, IQR is {self.stats.relative_iqr:.0%} of the median "
-                f"(threshold {NOISE_THRESHOLD:.0%}); close other programs or raise --min-time"
-            )
-        if self.partial:
-            notes.append(f"{self.label}: interrupted, {self.stats.n} samples kept")
-        return notes
+from lwprof.core.stats import Stats, median_confidence_interval, percentile
 
 
 class HostTimer:
@@ -232,3 +115,27 @@ def run_timed(
     except KeyboardInterrupt:
         return samples, True
     return samples, False
+
+
+# ---------------------------------------------------------------------------
+# Roofline kernels: every backend times its ceilings the same way.
+
+# A GEMM large enough to reach the arithmetic peak, a copy far beyond the
+# last-level cache so it measures memory, not cache.
+GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
+COPY_BYTES = {"cpu": 256 * 2**20, "cuda": 2**30}
+PEAK_BUDGET = Budget(warmup=2, warmup_time_s=0.1, min_time_s=0.5, max_time_s=2.0, min_samples=5)
+
+
+def time_kernel(fn: Callable[[], Any], budget: Budget, timer: HostTimer | CudaEventTimer) -> Stats:
+    """Statistics of ``fn`` timed within ``budget`` (Ctrl-C propagates)."""
+    samples, interrupted = run_timed(fn, budget, timer)
+    if interrupted:
+        raise KeyboardInterrupt
+    return Stats.of(samples)
+
+
+def ceiling(stats: Stats, **what: Any) -> dict[str, Any]:
+    """A roofline kernel's record. A ceiling is what the device can reach: the
+    fastest run (``best_s``), not the typical one."""
+    return {**what, "best_s": stats.min, "median_s": stats.median, "iqr_s": stats.iqr, "n": stats.n}

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lwprof.runtime.allocator import variants
 from lwprof.core.errors import LwprofError
+from lwprof.runtime.allocator import variants
 from lwprof.runtime.measure import Budget
 
 
@@ -45,8 +45,8 @@ class RunSettings:
         allocator: str = "auto",
     ) -> "RunSettings":
         """Defaults filled in: one thread per physical core, lwprof's cache folder."""
-        from lwprof.runtime.backends import default_cache_dir
         from lwprof.runtime.environment import physical_cores
+        from lwprof.runtime.export_cache import default_cache_dir
 
         return cls(
             device=device,

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from lwprof.core.errors import LwprofError
+from lwprof.core.text import one_line
 
 if TYPE_CHECKING:
     from lwprof.runtime.loader import LoadedModel
@@ -102,8 +103,10 @@ def measure(request: MeasureRequest, send: Callable[[tuple[Any, ...]], None], re
     ``reply`` as it goes (so an interruption keeps what was measured);
     nothing is printed."""
     from lwprof.runtime.allocator import TUNED, FaultCounter, allocator_environment, apply_tuned
-    from lwprof.runtime.backends import BackendSkipped, example_input, get_backend, module_fingerprint
+    from lwprof.runtime.backends import BackendSkipped, get_backend
+    from lwprof.runtime.export_cache import module_fingerprint
     from lwprof.runtime.measure import run_timed
+    from lwprof.runtime.outputs import example_input
 
     settings = request.settings
     reply = reply if reply is not None else MeasureReply()
@@ -122,7 +125,7 @@ def measure(request: MeasureRequest, send: Callable[[tuple[Any, ...]], None], re
     try:
         model = request.model.materialize()
         x = example_input(model.input_shape)
-        session = get_backend(request.backend).prepare(model, x, settings.device, settings.threads, settings.cache_dir)
+        session = get_backend(request.backend).prepare(model, x, settings)
     except BackendSkipped as exc:
         reply.skipped = str(exc)
         reply.prepare_s = time.perf_counter() - started
@@ -216,20 +219,14 @@ def _child_main(request: MeasureRequest, connection: Any) -> None:
         except LwprofError as exc:
             reply.skipped = str(exc)
         except Exception as exc:  # reported, not raised: the parent goes on with the other backends
-            reply.skipped = f"{request.backend} failed in its worker process: {_one_line(exc)}"
+            reply.skipped = f"{request.backend} failed in its worker process: {one_line(exc)}"
             reply.info["worker_traceback"] = traceback.format_exc()
     if caught:
-        reply.info["python_warnings"] = sorted({f"{w.category.__name__}: {_one_line(w.message)}" for w in caught})
+        reply.info["python_warnings"] = sorted({f"{w.category.__name__}: {one_line(w.message)}" for w in caught})
     try:
         send(("result", reply))
     finally:
         connection.close()
-
-
-def _one_line(exc: Any) -> str:
-    from lwprof.counting.onnx_export import one_line
-
-    return one_line(exc)
 
 
 _context: Any = None

@@ -62,8 +62,6 @@ launch.
 
 from __future__ import annotations
 
-import bisect
-import json
 import os
 import re
 import tempfile
@@ -72,20 +70,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from lwprof.core.errors import LwprofError
-from lwprof.counting.onnx_export import node_scopes, one_line
+from lwprof.core.text import one_line
 from lwprof.core.timing import LayerTiming
+from lwprof.runtime.backends._ort_trace import EventMatcher, KernelEvent, read_trace
+from lwprof.counting.onnx_scopes import node_scopes
+from lwprof.counting.onnx_graph import load_onnx, session_options
 
 if TYPE_CHECKING:
     import numpy as np
     import onnx
 
 WARMUP_RUNS = 3
-OPTIMIZATION_LEVELS = ("ORT_DISABLE_ALL", "ORT_ENABLE_BASIC", "ORT_ENABLE_EXTENDED", "ORT_ENABLE_LAYOUT", "ORT_ENABLE_ALL")
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput"})  # NCHWc <-> NCHW, same tensor
 NCHWC_SUFFIX = "_nchwc"
-KERNEL_SUFFIX = "_kernel_time"
 
 # Op types that stand for one another when ORT replaces a node by a fused or
 # re-laid-out version of it (input 0 is the data input in all of them).
@@ -96,7 +95,6 @@ _OP_FAMILIES = {
     "FusedMatMul": "Gemm",
 }
 _GENERATED_SUFFIX = re.compile(r"_token_\d+$")  # Graph::GenerateNodeName's de-duplication
-_UNNAMED_EVENT = re.compile(r"^(.+)_(\d+)$")  # the trace's name for an unnamed node: <op>_<index>
 
 
 @dataclass(frozen=True)
@@ -141,9 +139,8 @@ def layer_timings(
     path, reference = _load_pair(onnx_path, reference_path)
     with tempfile.TemporaryDirectory(prefix="lwprof-ort-profile-") as folder:
         optimized_path = Path(folder) / "optimized.onnx"
-        options = _session_options(threads, optimization_level, optimized_path)
-        options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(folder, "profile")
+        options = session_options(threads=threads, level=optimization_level, optimized_path=optimized_path,
+                                  profile_prefix=os.path.join(folder, "profile"))
         session = _session(path, options, providers)
         trace_path = None
         try:
@@ -154,7 +151,7 @@ def layer_timings(
         finally:
             trace_path = session.end_profiling()
         optimized = _load_optimized(optimized_path, path)
-        events = _read_trace(trace_path, warmup, runs)
+        events = read_trace(trace_path, warmup, runs)
     return _timings(events, optimized, reference, runs)
 
 
@@ -169,7 +166,7 @@ def row_names(
     path, reference = _load_pair(onnx_path, reference_path)
     with tempfile.TemporaryDirectory(prefix="lwprof-ort-rows-") as folder:
         optimized_path = Path(folder) / "optimized.onnx"
-        _session(path, _session_options(1, optimization_level, optimized_path), ["CPUExecutionProvider"])
+        _session(path, session_options(level=optimization_level, optimized_path=optimized_path), ["CPUExecutionProvider"])
         optimized = _load_optimized(optimized_path, path)
     return list(dict.fromkeys(row.key for row in node_rows(optimized, reference)))
 
@@ -213,21 +210,7 @@ def _load_pair(onnx_path: str | Path, reference_path: str | Path | None) -> tupl
     path = Path(onnx_path)
     if not path.is_file():
         raise LwprofError(f"{path}: no such ONNX file")
-    return path, _load_onnx(Path(reference_path) if reference_path is not None else path)
-
-
-def _load_onnx(path: Path) -> "onnx.ModelProto":
-    import onnx
-
-    if not path.is_file():
-        raise LwprofError(f"{path}: no such ONNX file")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
-        raise LwprofError(f"{path} is not a valid ONNX model: {one_line(exc)}") from None
-    if not model.graph.node:
-        raise LwprofError(f"{path} is not a valid ONNX model: its graph has no nodes")
-    return model
+    return path, load_onnx(Path(reference_path) if reference_path is not None else path, external_data=False)
 
 
 def _load_optimized(optimized_path: Path, source: Path) -> "onnx.ModelProto":
@@ -237,23 +220,6 @@ def _load_optimized(optimized_path: Path, source: Path) -> "onnx.ModelProto":
         return onnx.load(str(optimized_path), load_external_data=False)
     except Exception as exc:
         raise LwprofError(f"ONNX Runtime wrote no readable optimized graph of {source}: {one_line(exc)}") from None
-
-
-def _session_options(threads: int, level: str, optimized_path: Path) -> Any:
-    import onnxruntime as ort
-
-    if level not in OPTIMIZATION_LEVELS or not hasattr(ort.GraphOptimizationLevel, level):
-        raise LwprofError(f"unknown ONNX Runtime optimization level {level!r}; use one of {', '.join(OPTIMIZATION_LEVELS)}")
-    if threads < 1:
-        raise LwprofError(f"need at least one thread, got {threads}")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3  # errors only: failures surface as LwprofError
-    options.optimized_model_filepath = str(optimized_path)
-    return options
 
 
 def _session(path: Path, options: Any, providers: Sequence[str]) -> Any:
@@ -269,52 +235,11 @@ def _session(path: Path, options: Any, providers: Sequence[str]) -> Any:
 # The trace
 
 
-@dataclass(frozen=True)
-class KernelEvent:
-    run: int  # index of the timed run, from 0
-    node: str  # the node name as the trace gives it
-    op_type: str
-    microseconds: int
-
-
-def _read_trace(trace_path: str, warmup: int, runs: int) -> list[KernelEvent]:
-    """The kernel events of the timed runs, in time order."""
-    try:
-        with open(trace_path, encoding="utf-8") as handle:
-            events = json.load(handle)
-    except Exception as exc:
-        raise LwprofError(f"cannot read ONNX Runtime's profile {trace_path}: {one_line(exc)}") from None
-    model_runs = sorted(
-        (int(e["ts"]), int(e["ts"]) + int(e["dur"]))
-        for e in events
-        if e.get("cat") == "Session" and e.get("name") == "model_run"
-    )
-    if len(model_runs) != warmup + runs:
-        raise LwprofError(
-            f"ONNX Runtime's profile has {len(model_runs)} model_run events for {warmup + runs} runs; "
-            "cannot split kernel times per run"
-        )
-    starts = [start for start, _ in model_runs]
-    kernels = []
-    for event in events:
-        name = event.get("name", "")
-        if event.get("cat") != "Node" or not name.endswith(KERNEL_SUFFIX):
-            continue
-        ts = int(event["ts"])
-        run = bisect.bisect_right(starts, ts) - 1
-        if run < warmup or ts > model_runs[run][1]:
-            continue  # a warm-up run's, or outside every run
-        args = event.get("args", {})
-        kernels.append((ts, KernelEvent(run - warmup, name[: -len(KERNEL_SUFFIX)], args.get("op_name", ""), int(event["dur"]))))
-    kernels.sort(key=lambda item: item[0])
-    return [event for _, event in kernels]
-
-
 def _timings(
     events: list[KernelEvent], optimized: "onnx.ModelProto", reference: "onnx.ModelProto", runs: int
 ) -> list[LayerTiming]:
     rows = node_rows(optimized, reference)
-    matcher = _EventMatcher(list(optimized.graph.node))
+    matcher = EventMatcher(list(optimized.graph.node))
     microseconds: dict[tuple[str, tuple[str, ...]], list[int]] = {}
     ops: dict[tuple[str, tuple[str, ...]], set[str]] = {}
     current_run = -1
@@ -330,54 +255,6 @@ def _timings(
         LayerTiming(layer, tuple(us / 1e6 for us in samples), covers, tuple(sorted(ops[(layer, covers)])))
         for (layer, covers), samples in microseconds.items()
     ]
-
-
-class _EventMatcher:
-    """Trace node names -> optimized-graph node indices.
-
-    A named node is found by name. An unnamed one appears in the trace as
-    ``<op>_<index>`` and is matched, within a run, to the next unnamed node
-    of that op type after the last node matched (events follow file order);
-    the match is kept for the later runs.
-    """
-
-    def __init__(self, nodes: list[Any]):
-        self.nodes = nodes
-        self.by_name: dict[str, int] = {}
-        for index, node in enumerate(nodes):
-            if node.name:
-                self.by_name.setdefault(node.name, index)
-        self.matched: dict[str, int | None] = {}
-        self.claimed: set[int] = set()
-        self.cursor = -1
-
-    def new_run(self) -> None:
-        self.cursor = -1
-
-    def node_index(self, name: str, op_type: str) -> int | None:
-        index = self.by_name.get(name)
-        if index is None:
-            if name not in self.matched:
-                self.matched[name] = self._unnamed(name, op_type)
-            index = self.matched[name]
-        if index is not None:
-            self.cursor = index
-        return index
-
-    def _unnamed(self, name: str, op_type: str) -> int | None:
-        match = _UNNAMED_EVENT.match(name)
-        if match is None or match.group(1) != op_type:
-            return None
-        candidates = [
-            i
-            for i, node in enumerate(self.nodes)
-            if not node.name and node.op_type == op_type and i not in self.claimed
-        ]
-        after = [i for i in candidates if i > self.cursor]
-        chosen = (after or candidates or [None])[0]
-        if chosen is not None:
-            self.claimed.add(chosen)
-        return chosen
 
 
 # ---------------------------------------------------------------------------

@@ -1,0 +1,268 @@
+"""One ``lwprof profile --device`` run: count, stage, time in workers, write as it grows.
+
+This process loads and counts the model, exports it where a backend needs a
+file, and measures (or reads) the roofline; every timing runs in a fresh
+worker process (:mod:`lwprof.runtime.worker`), so none of that work changes
+a measured figure. The run directory is rewritten after every backend
+(:func:`lwprof.reports.profile_run.write_run`), so Ctrl-C leaves what was
+measured so far, marked ``"partial": true``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from lwprof.commands.common import claim_out_dir, count, measure_in_worker, run_directory
+from lwprof.core.errors import LwprofError
+from lwprof.core.stats import Measurement
+from lwprof.reports import console
+from lwprof.reports.allocator_report import faults_text
+from lwprof.reports.profile_run import AllocatorRun, BackendResult, check_record, plot_run, write_run
+from lwprof.runtime.allocator import DEFAULT, TUNED, significant, variants
+from lwprof.runtime.settings import RunSettings
+
+WALL_TIME_PARTS = ("load_s", "analysis_s", "peaks_s", "prepare_s", "worker_start_s", "measure_s", "layers_s")
+
+
+class LatencyJob:
+    def __init__(self, spec: str, *, settings: RunSettings, backends: list[str], batch_sizes: list[int | None],
+                 input_shape: tuple[int, ...] | None, reports_dir: Path, out: Path | None):
+        self.spec = spec
+        self.settings = settings
+        self.backends = backends
+        self.batch_sizes = batch_sizes
+        self.input_shape = input_shape
+        self.reports_dir = reports_dir
+        self.out = out
+        self.run_dir: Path | None = None
+        self.model_name = spec
+        self.profiles: dict[int, Any] = {}  # batch size -> ModelProfile
+        self.shapes: dict[int, tuple[int, ...]] = {}
+        self.results: list[BackendResult] = []
+        self.peaks: dict[str, Any] = {}
+        self.peak_notes: dict[str, str] = {}
+        self.environment: dict[str, Any] = {}
+        self.partial = False
+        self.timings: dict[str, float] = dict.fromkeys(WALL_TIME_PARTS, 0.0)
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    # -- the job -------------------------------------------------------------
+
+    def run(self) -> None:
+        from lwprof.runtime.backends import check_device
+        from lwprof.runtime.loader import load_model
+        from lwprof.runtime.threads import torch_threads
+
+        check_device(self.device)
+        try:
+            # This process counts with the run's threads too (the environment records them).
+            with torch_threads(self.settings.threads if self.device == "cpu" else None):
+                for batch_size in self.batch_sizes:
+                    started = time.perf_counter()
+                    loaded = load_model(self.spec, input_shape=self.input_shape, batch_size=batch_size)
+                    self.timings["load_s"] += time.perf_counter() - started
+                    if self.run_dir is None:
+                        self._start(loaded)
+                    size = loaded.input_shape[0]
+                    self.shapes[size] = loaded.input_shape
+                    started = time.perf_counter()
+                    console.info(f"counting {loaded.name} on input {'x'.join(map(str, loaded.input_shape))}")
+                    self.profiles[size] = count(loaded)
+                    self.timings["analysis_s"] += time.perf_counter() - started
+                    self._measure_backends(loaded, size)
+                    self.write()
+                    if self.partial:
+                        break
+        except KeyboardInterrupt:
+            self.partial = True
+        if self.run_dir is not None:
+            self.write()
+
+    def _start(self, loaded: Any) -> None:
+        from lwprof.runtime.environment import capture_environment
+
+        self.model_name = loaded.name
+        self.run_dir = claim_out_dir(self.out) if self.out else run_directory(self.reports_dir, loaded.name, self.device)
+        console.info(f"run directory: {self.run_dir}")
+        self.environment = capture_environment()
+        self._measure_peaks()
+
+    def _measure_peaks(self) -> None:
+        from lwprof.runtime.backends import get_backend
+        from lwprof.runtime.roofline import load_or_measure
+
+        started = time.perf_counter()
+        for backend in self.backends:
+            if get_backend(backend).unavailable_reason(self.device) is not None:
+                continue
+            try:
+                with console.stderr.status(f"measuring {backend} peak compute and bandwidth on {self.device}"):
+                    peaks, cached = load_or_measure(backend, self.settings)
+            except LwprofError as exc:
+                self.peak_notes[backend] = str(exc)
+                console.warn(f"{backend}: no roofline ({exc})")
+                continue
+            self.peaks[backend] = peaks
+            self.peak_notes[backend] = "cached" if cached else "measured"
+        self.timings["peaks_s"] += time.perf_counter() - started
+
+    def _measure_backends(self, loaded: Any, batch_size: int) -> None:
+        from lwprof.runtime.backends import BackendSkipped, get_backend
+
+        checker = _OutputChecker(loaded)
+        for name in self.backends:
+            result = BackendResult(backend=name, batch_size=batch_size)
+            self.results.append(result)
+            backend = get_backend(name)
+            started = time.perf_counter()
+            try:
+                reason = backend.unavailable_reason(self.device)
+                if reason is not None:
+                    raise BackendSkipped(reason)
+                with console.stderr.status(f"{name}: preparing {loaded.name} (batch {batch_size})"):
+                    staged = backend.stage(loaded, loaded.input_shape, self.settings.cache_dir)
+            except BackendSkipped as exc:
+                result.skipped = str(exc)
+                console.warn(f"{name}: skipped ({exc})")
+                continue
+            finally:
+                self.timings["prepare_s"] += time.perf_counter() - started
+            primary, *more = variants(self.settings.allocator)
+            reply = self._in_worker(name, staged, batch_size, primary, layer_runs=self.settings.layer_runs, outputs=True)
+            if reply is None:
+                result.skipped = "interrupted before timing"
+                return
+            if reply.skipped:
+                result.skipped = reply.skipped
+                console.warn(f"{name}: skipped ({reply.skipped})")
+                continue
+            self._record(result, reply, staged, loaded.name, primary)
+            checker.check(result, reply)
+            if reply.interrupted:
+                self.partial = True
+            elif self.device == "cpu" and (more or (self.settings.allocator == "auto" and significant(reply.minor_page_faults_per_pass))):
+                result.allocator_check = self._allocator_check(name, staged, result, loaded.name, TUNED)
+            for note in result.warnings + (result.measurement.warnings() if result.measurement else []):
+                console.warn(note)
+            self.write()
+            if self.partial:
+                return
+
+    def _record(self, result: BackendResult, reply: Any, staged: Any, model: str, allocator: str) -> None:
+        result.info = {**reply.info, **staged.info}
+        result.process = reply.process
+        result.allocator = allocator
+        result.minor_page_faults_per_pass = reply.minor_page_faults_per_pass
+        result.measurement = self._measurement(reply, result, model, allocator)
+        result.layer_rows = reply.layer_rows
+        result.layer_pass_s = reply.layer_pass_s
+        if reply.layer_error:
+            result.warnings.append(f"{result.backend}: no per-layer times ({reply.layer_error})")
+
+    def _allocator_check(self, name: str, staged: Any, result: BackendResult, model: str, allocator: str) -> AllocatorRun:
+        from lwprof.runtime.allocator import tuning_unavailable
+
+        reason = tuning_unavailable() if allocator == TUNED else None
+        if reason is not None:
+            return AllocatorRun(allocator, None, None, skipped=reason)
+        reply = self._in_worker(name, staged, result.batch_size, allocator, layer_runs=0, outputs=False)
+        if reply is None or reply.skipped:
+            return AllocatorRun(allocator, None, None, skipped=(reply.skipped if reply else "interrupted"))
+        if reply.interrupted:
+            self.partial = True
+        run = AllocatorRun(allocator, self._measurement(reply, result, model, allocator), reply.minor_page_faults_per_pass, reply.process)
+        if run.measurement is not None:
+            console.info(f"{result.backend} with the {allocator} allocator: median {run.measurement.stats.median * 1e3:.3f} ms, "
+                         f"{faults_text(run.minor_page_faults_per_pass)} minor page faults per pass")
+        return run
+
+    def _in_worker(self, name: str, staged: Any, batch_size: int, allocator: str, *, layer_runs: int, outputs: bool) -> Any:
+        """One worker's reply; None when Ctrl-C came before the worker could time anything."""
+        from lwprof.runtime.worker import MeasureRequest
+
+        request = MeasureRequest(backend=name, model=staged.model, settings=self.settings, allocator=allocator,
+                                 layer_runs=layer_runs, want_outputs=outputs,
+                                 want_fingerprint=outputs and staged.model.kind == "torch", label=_label(name, self.device, batch_size, allocator))
+        started = time.perf_counter()
+        reply = measure_in_worker(request)
+        # Starting the interpreter and importing the runtime: the price of a fresh process.
+        self.timings["worker_start_s"] += time.perf_counter() - started - reply.prepare_s - reply.measure_s - reply.layers_s
+        self.timings["prepare_s"] += reply.prepare_s
+        self.timings["measure_s"] += reply.measure_s
+        self.timings["layers_s"] += reply.layers_s
+        if reply.interrupted and not reply.samples_s:
+            self.partial = True
+            return reply if reply.skipped else None
+        return reply
+
+    def _measurement(self, reply: Any, result: BackendResult, model: str, allocator: str) -> Measurement | None:
+        if not reply.samples_s:
+            return None
+        label = _label(result.backend, self.device, result.batch_size, allocator)
+        measurement = Measurement(
+            label=label,
+            samples_s=tuple(reply.samples_s),
+            metadata={"model": model, "backend": result.backend, "device": self.device, "batch_size": result.batch_size,
+                      "threads": self.settings.threads, "allocator": allocator,
+                      "minor_page_faults_per_pass": reply.minor_page_faults_per_pass},
+            environment=self.environment,
+            partial=reply.interrupted,
+        )
+        console.info(f"{label}: median {measurement.stats.median * 1e3:.3f} ms over {measurement.stats.n} runs")
+        return measurement
+
+    # -- files -----------------------------------------------------------------
+
+    def write(self) -> list[Path]:
+        return write_run(self)
+
+    def plot(self) -> list[Path]:
+        return plot_run(self)
+
+
+def _label(backend: str, device: str, batch_size: int, allocator: str) -> str:
+    return f"{backend} {device} batch {batch_size}" + ("" if allocator == DEFAULT else f" ({allocator} allocator)")
+
+
+class _OutputChecker:
+    """Every backend's outputs against the first backend's, once its worker
+    is known to have run the very weights this process has."""
+
+    def __init__(self, loaded: Any):
+        self.loaded = loaded
+        self.reference: tuple[str, list[Any]] | None = None
+        self._fingerprint: str | None = None
+
+    def check(self, result: BackendResult, reply: Any) -> None:
+        from lwprof.runtime.outputs import compare_outputs
+
+        outputs = reply.outputs
+        if reply.fingerprint is not None and self.loaded.module is not None and reply.fingerprint != self._own_fingerprint():
+            result.warnings.append(
+                f"{result.backend}: the model its worker rebuilt has other weights than this process's (the model's code draws "
+                "random numbers outside torch's seeded generator), so its outputs are not compared"
+            )
+            outputs = None
+        if outputs is None:
+            return
+        if self.reference is None:
+            self.reference = (result.backend, outputs)
+        name, expected = self.reference
+        check = compare_outputs(expected, outputs)
+        result.output_check = {"reference": name, **check_record(check)}
+        if not check.allclose:
+            result.warnings.append(f"{result.backend}: outputs differ from {name}: {check.describe()}")
+        if check.nonfinite:
+            result.warnings.append(f"{result.backend}: the model's outputs contain NaN or Inf")
+
+    def _own_fingerprint(self) -> str:
+        if self._fingerprint is None:
+            from lwprof.runtime.export_cache import module_fingerprint
+
+            self._fingerprint = module_fingerprint(self.loaded.module)
+        return self._fingerprint

@@ -1,0 +1,207 @@
+"""A comparison of many models: its rows, the proxy correlations, its plots and summary.
+
+Each row is one model's counts and, per backend, its measured latency; the
+correlations are Spearman's rho of measured latency with each proxy (MACs,
+params, memory access eager and fused, roofline bound), per backend. The
+plots and ``summary.md`` are rendered from a compare folder's saved files
+only, so ``lwprof report`` re-renders them without measuring.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from lwprof.core.stats import spearman
+from lwprof.reports.console import cell as fmt
+from lwprof.reports.profile_run import summary_rows
+
+PROXIES = ("macs", "params", "memory_bytes", "memory_bytes_fused", "roofline_bound_s")
+PROXY_TITLES = {
+    "macs": "MACs",
+    "params": "params",
+    "memory_bytes": "memory access (eager)",
+    "memory_bytes_fused": "memory access (fused)",
+    "roofline_bound_s": "roofline bound",
+}
+# Op classes grouped for the "FLOPs are not latency" bars.
+CLASS_GROUPS = {
+    "conv": "regular conv",
+    "conv_depthwise": "depthwise conv",
+    "conv_pointwise": "pointwise conv",
+    "matmul": "matmul / linear",
+    "elementwise": "element-wise",
+    "normalization": "normalization / activation",
+    "activation": "normalization / activation",
+    "data_movement": "data movement",
+    "view": "data movement",
+    "pooling": "pooling / reduction",
+    "reduction": "pooling / reduction",
+}
+GROUP_ORDER = [
+    "regular conv", "depthwise conv", "pointwise conv", "matmul / linear", "element-wise",
+    "normalization / activation", "data movement", "pooling / reduction", "other",
+]
+
+
+def model_row(job: Any, spec: str) -> dict[str, Any]:
+    """One comparison row from a finished (or interrupted) job."""
+    profile = next(iter(job.profiles.values()), None)
+    row: dict[str, Any] = {"model": job.model_name, "spec": spec, "family": "", "published_top1_percent": None}
+    try:
+        from lwprof.models import get_model_info
+
+        info = get_model_info(job.model_name)
+        row["family"] = info.family
+        row["published_top1_percent"] = info.published.top1
+    except Exception:
+        pass  # not a zoo model
+    if profile is not None:
+        totals = profile.totals
+        row.update({k: totals[k] for k in ("params", "macs", "flops", "memory_bytes", "memory_bytes_fused")})
+        row["arithmetic_intensity_flops_per_byte"] = totals["arithmetic_intensity"]
+        row["input_shape"] = "x".join(map(str, profile.input_shape))
+    for summary in summary_rows(job):
+        backend = summary["backend"]
+        if summary.get("median_s") is None:
+            row[f"{backend}_skipped"] = summary.get("skipped")
+            continue
+        for key in ("median_s", "iqr_s", "p99_s", "throughput_items_per_s", "roofline_bound_s", "roofline_efficiency", "bound_by",
+                    "allocator", "minor_page_faults_per_pass", "tuned_median_s", "allocator_tax"):
+            row[f"{backend}_{key}"] = summary.get(key)
+        row[f"{backend}_noisy"] = summary.get("noisy")
+    return row
+
+
+def correlations(rows: list[dict[str, Any]], backends: Sequence[str]) -> list[dict[str, Any]]:
+    """Per backend, Spearman's rho of measured latency with each proxy."""
+    result = []
+    for backend in backends:
+        timed = [r for r in rows if r.get(f"{backend}_median_s")]
+        entry: dict[str, Any] = {"backend": backend, "models": len(timed)}
+        for proxy in PROXIES:
+            source = f"{backend}_{proxy}" if proxy == "roofline_bound_s" else proxy
+            entry[f"rho_{proxy}"] = spearman([r.get(source) for r in timed], [r[f"{backend}_median_s"] for r in timed])
+        result.append(entry)
+    return result
+
+
+def safe_name(spec: str) -> str:
+    """A model's folder name under ``<out>/models/``."""
+    return "".join(ch if ch.isalnum() or ch in "._-" else "_" for ch in spec).strip("_") or "model"
+
+
+# ---------------------------------------------------------------------------
+# Rendering from saved files (shared by compare and report)
+
+
+def _op_class_shares(model_dir: Path, backend: str) -> dict[str, dict[str, float]] | None:
+    path = model_dir / "layers.csv"
+    if not path.exists():
+        return None
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or f"{backend}_time_s" not in rows[0]:
+        return None
+    first_batch = rows[0]["batch_size"]
+    time_by: dict[str, float] = {}
+    flops_by: dict[str, float] = {}
+    for row in rows:
+        if row["batch_size"] != first_batch:
+            continue
+        # A row without a class is a runtime-only kernel (ORT's Split/Slice/
+        # Flatten/ReorderOutput, free views in eager torch): data movement.
+        group = CLASS_GROUPS.get(row.get("op_class") or "view", "other")
+        time_by[group] = time_by.get(group, 0.0) + float(row.get(f"{backend}_time_s") or 0.0)
+        flops_by[group] = flops_by.get(group, 0.0) + float(row.get("flops") or 0.0)
+    total_time, total_flops = sum(time_by.values()), sum(flops_by.values())
+    if not total_time:
+        return None
+    return {
+        "time": {g: v / total_time for g, v in time_by.items()},
+        "flops": {g: v / total_flops for g, v in flops_by.items()} if total_flops else {},
+    }
+
+
+def render(out: Path) -> list[Path]:
+    """Plots and summary.md of a compare directory, from its saved files only."""
+    from lwprof.reports.plots import plot_accuracy_vs_latency, plot_class_shares, plot_models_roofline, plot_proxy_scatter
+    from lwprof.runtime.roofline import DevicePeaks
+
+    payload = json.loads((out / "compare.json").read_text())
+    rows, backends = payload["rows"], payload["backends"]
+    correlation = {c["backend"]: c for c in payload["correlations"]}
+    written: list[Path] = []
+    timed_backends = [b for b in backends if any(r.get(f"{b}_median_s") for r in rows)]
+    for proxy, stem in (("macs", "latency_vs_macs"), ("memory_bytes", "latency_vs_memory")):
+        if timed_backends:
+            written += plot_proxy_scatter(rows, timed_backends, proxy, PROXY_TITLES[proxy], correlation, out / stem, payload["device"])
+    if timed_backends:
+        written += plot_accuracy_vs_latency(rows, timed_backends, out / "accuracy_vs_latency", payload["device"])
+    shares = {}
+    for row in rows:
+        for backend in timed_backends:
+            found = _op_class_shares(out / "models" / safe_name(row["spec"]), backend)
+            if found:
+                shares[(row["model"], backend)] = found
+    if shares:
+        written += plot_class_shares(shares, GROUP_ORDER, out / "time_vs_flops_by_class", payload["device"])
+    peaks = {}
+    for row in rows:
+        profile_path = out / "models" / safe_name(row["spec"]) / "profile.json"
+        if profile_path.exists():
+            for backend, data in json.loads(profile_path.read_text()).get("roofline", {}).items():
+                peaks.setdefault(backend, DevicePeaks.from_dict(data))
+    if peaks and timed_backends:
+        written += plot_models_roofline(rows, timed_backends, peaks, out / "roofline_models", payload["device"])
+    summary = out / "summary.md"
+    summary.write_text(summary_markdown(payload, [p for p in written if p.suffix == ".png"]))
+    return written + [summary]
+
+
+def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
+    backends = payload["backends"]
+    env = payload.get("environment") or {}
+    lines = [
+        f"# lwprof compare on {payload['device']}",
+        "",
+        f"{len(payload['rows'])} models, threads {payload['threads']}, batch {payload['batch_size'] or 'model default'}"
+        + (" — **partial (interrupted)**" if payload.get("partial") else "")
+        + f". CPU: {env.get('cpu_model', '?')}; torch {env.get('versions', {}).get('torch', '?')}, "
+        f"onnxruntime {env.get('versions', {}).get('onnxruntime', '?')}; {env.get('date_utc', '')}.",
+        "",
+        "| model | params M | MACs M | memory eager MB | memory fused MB | FLOP/byte | "
+        + " | ".join(f"{b} ms (IQR) | {b} roofline eff. | {b} page faults per pass (tuned-allocator ms)" for b in backends)
+        + " | top-1 % (published) |",
+        "|---|---|---|---|---|---|" + "---|---|---|" * len(backends) + "---|",
+    ]
+    for r in payload["rows"]:
+        cells = [
+            r["model"], fmt(r.get("params"), 1e6), fmt(r.get("macs"), 1e6, 1), fmt(r.get("memory_bytes"), 1e6, 1),
+            fmt(r.get("memory_bytes_fused"), 1e6, 1), fmt(r.get("arithmetic_intensity_flops_per_byte")),
+        ]
+        for b in backends:
+            if r.get(f"{b}_median_s"):
+                cells.append(f"{float(r[f'{b}_median_s']) * 1e3:.2f} ({float(r[f'{b}_iqr_s']) * 1e3:.2f})")
+                cells.append(fmt(r.get(f"{b}_roofline_efficiency"), 0.01, 1, "%"))
+                tuned = r.get(f"{b}_tuned_median_s")
+                cells.append(fmt(r.get(f"{b}_minor_page_faults_per_pass"), 1, 0) + (f" ({float(tuned) * 1e3:.2f})" if tuned else ""))
+            else:
+                cells += ["skipped", "", ""]
+        cells.append(fmt(r.get("published_top1_percent"), 1, 1))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Spearman rank correlation of measured latency with each proxy (1: ranks the models exactly as latency does):", ""]
+    lines.append("| backend | models | " + " | ".join(PROXY_TITLES[p] for p in PROXIES) + " |")
+    lines.append("|---|---|" + "---|" * len(PROXIES))
+    for c in payload["correlations"]:
+        lines.append(f"| {c['backend']} | {c['models']} | " + " | ".join(fmt(c[f'rho_{p}'], 1, 3) for p in PROXIES) + " |")
+    wall = payload.get("wall_time_split_s") or {}
+    if wall:
+        lines += ["", "Wall time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in wall.items())]
+    for plot in plots:
+        lines += ["", f"![{plot.stem}]({plot.name})"]
+    return "\n".join(lines) + "\n"
+
+
