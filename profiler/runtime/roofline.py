@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from lwprof.core.errors import LwprofError
-from lwprof.runtime.measure import PEAK_BUDGET, Budget
+from lwprof.runtime.measure import PEAK_BUDGET
 from lwprof.runtime.settings import RunSettings
 
 
