@@ -14,6 +14,7 @@ import importlib
 import pkgutil
 
 from ._registry import (
+    Approximate,
     DuplicateModelError,
     ModelInfo,
     Paper,
@@ -35,6 +36,7 @@ for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
         importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
+    "Approximate",
     "DuplicateModelError",
     "ModelInfo",
     "Paper",

@@ -6,8 +6,15 @@ variant with :func:`register_model`, giving the numbers it is checked against:
 - ``reference``: exact parameter count and conv+linear MACs of the public
   implementation the layout mirrors (the tests assert equality), or ``None``
   where no exact public number exists;
+- ``approximate``: for a variant with no exact public implementation, the
+  paper's figures it must land near, with the tolerance the tests assert and
+  where in the paper the figures are;
 - ``published``: what the paper itself reports (MACs rounded to millions,
   ImageNet top-1), recorded for comparison and never asserted exactly.
+
+``input_shape`` is the model's own default input (CIFAR models take 32×32,
+segmentation models their dataset's resolution) and ``output_shape`` what it
+returns for that input (``(1, 1000)`` for ImageNet classifiers).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 __all__ = [
+    "Approximate",
     "DuplicateModelError",
     "ModelInfo",
     "Paper",
@@ -73,6 +81,20 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class Approximate:
+    """Paper figures a variant without an exact public implementation must
+    land near: each given count within ``tolerance`` (a fraction) of it."""
+
+    source: str  # where in the paper, e.g. "Table 5"
+    params: int | None = None
+    macs: int | None = None
+    tolerance: float = 0.05
+
+    def bounds(self, value: int) -> tuple[float, float]:
+        return value * (1 - self.tolerance), value * (1 + self.tolerance)
+
+
+@dataclass(frozen=True)
 class Published:
     """Figures the paper reports; approximate by nature (MACs in millions)."""
 
@@ -88,8 +110,10 @@ class ModelInfo:
     variant: str
     paper: Paper
     input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
     mirrors: str
     reference: Reference | None
+    approximate: Approximate | None
     published: Published
     notes: str
     builder: Callable = field(repr=False, compare=False)
@@ -115,7 +139,9 @@ def register_model(
     mirrors: str,
     variant: str = "",
     input_shape: tuple[int, ...] = (1, 3, 224, 224),
+    output_shape: tuple[int, ...] = (1, 1000),
     reference: Reference | None = None,
+    approximate: Approximate | None = None,
     published: Published = Published(),
     notes: str = "",
     name: str | None = None,
@@ -132,8 +158,10 @@ def register_model(
             variant=variant,
             paper=paper,
             input_shape=tuple(input_shape),
+            output_shape=tuple(output_shape),
             mirrors=mirrors,
             reference=reference,
+            approximate=approximate,
             published=published,
             notes=notes,
             builder=builder,

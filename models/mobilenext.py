@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ._blocks import ClassifierHead, ConvBNAct, check_width, init_weights, make_divisible
-from ._registry import Paper, Published, register_alias, register_model
+from ._registry import Approximate, Paper, Published, register_alias, register_model
 
 PAPER = Paper("2007.02269", "Rethinking Bottleneck Structure for Efficient Mobile Network Design", 2020)
 
@@ -121,6 +121,8 @@ ARCH = [
     variant="1.0x",
     paper=PAPER,
     mirrors="zhoudaquan/rethinking_bottleneck_design mobilenext (I2RNet) 1.0x",
+    # Table 4 (300M MAdds); 3.5M params as Coordinate Attention (2103.02907) Table 1 lists it.
+    approximate=Approximate("Table 4; CA paper Table 1", params=3_500_000, macs=300_000_000, tolerance=0.05),
     published=Published(macs=300_000_000, params=3_400_000, top1=74.02),
     notes=(
         "No packaged reference: built from the paper's Table 1 and the authors' block rules. "

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._blocks import ChannelShuffle, ClassifierHead, ConvBNAct, check_width, init_weights, make_divisible
-from ._registry import Paper, Published, register_alias, register_model
+from ._registry import Approximate, Paper, Published, register_alias, register_model
 
 PAPER = Paper("1707.01083", "ShuffleNet: An Extremely Efficient Convolutional Neural Network for Mobile Devices", 2018)
 MIRRORS = "megvii-model/ShuffleNet-Series ShuffleNetV1"
@@ -170,6 +170,8 @@ def shufflenet_v1_g2_100(**kwargs):
     variant="g3 1.0x",
     paper=PAPER,
     mirrors=f"{MIRRORS}(group=3, model_size='1.0x')",
+    # The authors' README: 1.9M params / 138M FLOPs; Table 2 puts g=3 at 140 MFLOPs.
+    approximate=Approximate("authors' README, Table 2", params=1_870_000, macs=138_000_000, tolerance=0.015),
     published=Published(macs=140_000_000, top1=67.4),
     notes=_notes("1,864,728", "137,460,672", 140, "1.9M / 138M"),
 )
