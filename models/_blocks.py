@@ -7,6 +7,7 @@ The layouts follow the public implementations the zoo mirrors (torchvision's
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -100,6 +101,148 @@ class SqueezeExcite(nn.Module):
         return x * self.gate(scale)
 
 
+class CoordinateAttention(nn.Module):
+    """Coordinate attention (Hou et al., CVPR 2021, arXiv 2103.02907).
+
+    Average-pools along each spatial axis (an ``H×1`` and a ``1×W`` descriptor
+    per channel), encodes both together with one shared 1×1 conv-BN-act down to
+    ``max(min_channels, channels // reduction)`` channels, splits them again and
+    turns each into a per-row and a per-column sigmoid gate with its own 1×1
+    conv; the input is multiplied by both. As in the authors' code the convs
+    carry biases and the activation is hard-swish.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        reduction: int = 32,
+        min_channels: int = 8,
+        act_layer: ActLayer = nn.Hardswish,
+    ):
+        super().__init__()
+        mid = max(min_channels, channels // reduction)
+        self.pool_h = nn.AdaptiveAvgPool2d((None, 1))
+        self.pool_w = nn.AdaptiveAvgPool2d((1, None))
+        self.encode = ConvBNAct(channels, mid, 1, act_layer=act_layer, bias=True)
+        self.conv_h = nn.Conv2d(mid, channels, 1)
+        self.conv_w = nn.Conv2d(mid, channels, 1)
+        self.gate_h = nn.Sigmoid()
+        self.gate_w = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        pooled_h = self.pool_h(x)  # N, C, H, 1
+        pooled_w = self.pool_w(x).permute(0, 1, 3, 2)  # N, C, W, 1
+        y = self.encode(torch.cat([pooled_h, pooled_w], dim=2))
+        y_h, y_w = torch.split(y, [height, width], dim=2)
+        gate_h = self.gate_h(self.conv_h(y_h))  # N, C, H, 1
+        gate_w = self.gate_w(self.conv_w(y_w.permute(0, 1, 3, 2)))  # N, C, 1, W
+        return x * gate_w * gate_h
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, beta: int = 1) -> int:
+    """ECA's adaptive 1-D kernel size: ``(log2(C) + b) / γ`` truncated, raised to the next odd integer if even."""
+    k = int(abs((math.log2(channels) + beta) / gamma))
+    return k if k % 2 else k + 1
+
+
+class EfficientChannelAttention(nn.Module):
+    """Efficient channel attention (ECA, Wang et al., CVPR 2020, arXiv 1910.03151).
+
+    Global average pool → a 1-D convolution of size ``k`` across the channel
+    axis (no bias, no reduction) → sigmoid gate, times input. ``kernel_size``
+    defaults to the paper's adaptive rule (:func:`eca_kernel_size`).
+    """
+
+    def __init__(self, channels: int, kernel_size: int | None = None):
+        super().__init__()
+        if kernel_size is None:
+            kernel_size = eca_kernel_size(channels)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.conv = nn.Conv1d(1, 1, kernel_size, padding=(kernel_size - 1) // 2, bias=False)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels = x.shape[:2]
+        y = self.conv(self.pool(x).view(batch, 1, channels))  # channels as the 1-D sequence
+        return x * self.gate(y.view(batch, channels, 1, 1))
+
+
+class ShuffleAttention(nn.Module):
+    """Shuffle attention (SA-Net, Zhang & Yang, ICASSP 2021, arXiv 2102.00240).
+
+    The channels are split into ``groups`` sub-features, each halved: one half
+    gets a channel gate (global average pool, per-channel scale and shift,
+    sigmoid), the other a spatial gate (GroupNorm with one channel per group,
+    per-channel scale and shift, sigmoid). The halves are concatenated and the
+    result is channel-shuffled with 2 groups so the two kinds of attention mix.
+    Needs ``channels`` divisible by ``2 * groups``.
+    """
+
+    def __init__(self, channels: int, groups: int = 64):
+        super().__init__()
+        if channels % (2 * groups):
+            raise ValueError(f"shuffle attention needs channels divisible by 2*groups, got {channels} and {groups}")
+        half = channels // (2 * groups)
+        self.groups = groups
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.channel_weight = nn.Parameter(torch.zeros(1, half, 1, 1))
+        self.channel_bias = nn.Parameter(torch.ones(1, half, 1, 1))
+        self.spatial_weight = nn.Parameter(torch.zeros(1, half, 1, 1))
+        self.spatial_bias = nn.Parameter(torch.ones(1, half, 1, 1))
+        self.norm = nn.GroupNorm(half, half)
+        self.gate_channel = nn.Sigmoid()
+        self.gate_spatial = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = x.shape
+        x = x.reshape(batch * self.groups, channels // self.groups, height, width)
+        x_channel, x_spatial = x.chunk(2, dim=1)
+        x_channel = x_channel * self.gate_channel(self.channel_weight * self.pool(x_channel) + self.channel_bias)
+        x_spatial = x_spatial * self.gate_spatial(self.spatial_weight * self.norm(x_spatial) + self.spatial_bias)
+        out = torch.cat([x_channel, x_spatial], dim=1).reshape(batch, channels, height, width)
+        return channel_shuffle(out, 2)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
+class ZPoolGate(nn.Module):
+    """Triplet attention's branch: channel max and mean ("Z-pool", 2 maps) →
+    k×k conv-BN to one map → sigmoid, times input."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = ConvBNAct(2, 1, kernel_size, act_layer=None)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
+        return x * self.gate(self.conv(pooled))
+
+
+class TripletAttention(nn.Module):
+    """Triplet attention (Misra et al., WACV 2021, arXiv 2010.03045).
+
+    Three :class:`ZPoolGate` branches on the input rotated three ways, so each
+    gate sees a different pair of dimensions: (C, W) with H pooled, (H, C) with
+    W pooled, and (H, W) with C pooled (a CBAM-style spatial gate); the
+    outputs are rotated back and averaged. ``channels`` is accepted for a
+    uniform attention-layer signature and unused (the module is width-free).
+    """
+
+    def __init__(self, channels: int | None = None, kernel_size: int = 7):
+        super().__init__()
+        self.cw = ZPoolGate(kernel_size)
+        self.hc = ZPoolGate(kernel_size)
+        self.hw = ZPoolGate(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out_cw = self.cw(x.permute(0, 2, 1, 3).contiguous()).permute(0, 2, 1, 3)  # H pooled
+        out_hc = self.hc(x.permute(0, 3, 2, 1).contiguous()).permute(0, 3, 2, 1)  # W pooled
+        return (out_cw + out_hc + self.hw(x)) / 3
+
+
 class DepthwiseSeparable(nn.Module):
     """Depthwise k×k conv-BN-act → optional SE → pointwise 1×1 conv-BN(-act).
 
@@ -131,11 +274,14 @@ class DepthwiseSeparable(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """MobileNetV2 inverted residual: 1×1 expand → k×k depthwise → [SE] → 1×1 linear project.
+    """MobileNetV2 inverted residual: 1×1 expand → k×k depthwise → [SE] → 1×1 linear project → [attention].
 
     The expansion is skipped when ``mid_channels == in_channels`` (as in
     torchvision), and the identity shortcut is added when stride is 1 and the
-    widths match.
+    widths match. ``se_layer`` attends to the wide depthwise output (SE,
+    coordinate attention); ``attn_layer`` to the projected output before the
+    shortcut (ECA, shuffle and triplet attention on MobileNetV2), and is a child
+    (``attn``) only when given, so blocks without it keep their layer names.
     """
 
     def __init__(
@@ -148,6 +294,7 @@ class InvertedResidual(nn.Module):
         act_layer: ActLayer = nn.ReLU6,
         se_layer: Callable[[int], nn.Module] | None = None,
         force_expand: bool = False,
+        attn_layer: Callable[[int], nn.Module] | None = None,
     ):
         super().__init__()
         if mid_channels != in_channels or force_expand:
@@ -157,10 +304,13 @@ class InvertedResidual(nn.Module):
         self.dw = ConvBNAct(mid_channels, mid_channels, kernel_size, stride, groups=mid_channels, act_layer=act_layer)
         self.se = se_layer(mid_channels) if se_layer is not None else nn.Identity()
         self.project = ConvBNAct(mid_channels, out_channels, 1, act_layer=None)
+        self.attn = attn_layer(out_channels) if attn_layer is not None else None
         self.use_residual = stride == 1 and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.project(self.se(self.dw(self.expand(x))))
+        if self.attn is not None:
+            out = self.attn(out)
         return x + out if self.use_residual else out
 
 

@@ -5,6 +5,7 @@ mirrors torchvision's ``mobilenet_v2`` (parameter count identical).
 """
 
 from functools import partial
+from typing import Any, Callable
 
 from torch import nn
 
@@ -15,7 +16,19 @@ PAPER = Paper("1801.04381", "MobileNetV2: Inverted Residuals and Linear Bottlene
 
 
 class MobileNetV2(nn.Module):
-    def __init__(self, width_mult: float = 1.0, num_classes: int = 1000, dropout: float = 0.2):
+    """``block_options(t, c)``, when given, is called with each stage's row of
+    :data:`ARCH` (expansion ratio, output channels before the width multiplier)
+    and returns extra :class:`InvertedResidual` keyword arguments for that
+    stage's blocks: how attention variants (``mobilenet_v2_attention``) place
+    their module."""
+
+    def __init__(
+        self,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        dropout: float = 0.2,
+        block_options: Callable[[int, int], dict[str, Any]] | None = None,
+    ):
         super().__init__()
         width_mult = check_width(width_mult)
         channels = partial(make_divisible, divisor=8)
@@ -24,9 +37,10 @@ class MobileNetV2(nn.Module):
         layers: list[nn.Module] = [ConvBNAct(3, in_ch, 3, stride=2, act_layer=nn.ReLU6)]
         for expand_ratio, out, repeats, first_stride in ARCH:
             out_ch = channels(out * width_mult)
+            options = block_options(expand_ratio, out) if block_options is not None else {}
             for i in range(repeats):
                 stride = first_stride if i == 0 else 1
-                layers.append(InvertedResidual(in_ch, out_ch, in_ch * expand_ratio, 3, stride, nn.ReLU6))
+                layers.append(InvertedResidual(in_ch, out_ch, in_ch * expand_ratio, 3, stride, nn.ReLU6, **options))
                 in_ch = out_ch
         layers.append(ConvBNAct(in_ch, last_ch, 1, act_layer=nn.ReLU6))
         self.features = nn.Sequential(*layers)

@@ -115,6 +115,36 @@ def test_channel_shuffle_costs_one_copy():
     assert layer.flops == 0 and layer.op_class == "data_movement"
 
 
+def test_index_gather_costs_only_its_memory():
+    class BiasGather(nn.Module):  # EfficientFormer's attention biases: table[:, index]
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Parameter(torch.zeros(8, 49))
+            self.register_buffer("index", torch.zeros(49, 49, dtype=torch.long))
+
+        def forward(self, x):
+            return self.table[:, self.index]
+
+    layer = only_layer(profile_module(BiasGather(), (1, 8)))
+    assert layer.ops == {"aten.index": 1}
+    assert layer.macs == 0 and layer.flops == 0 and layer.op_class == "data_movement"
+    # read the 8*49 float table (1,568 B) and the 49*49 int64 index (19,208 B),
+    # write 8*49*49 floats (76,832 B)
+    assert layer.memory_bytes == 1_568 + 19_208 + 76_832
+
+
+def test_channel_max_is_one_comparison_per_input_element():
+    class ChannelMax(nn.Module):  # triplet attention's Z-pool: max over channels
+        def forward(self, x):
+            return torch.amax(x, dim=1, keepdim=True)
+
+    layer = only_layer(profile_module(ChannelMax(), (1, 4, 8, 8)))
+    assert layer.ops == {"aten.amax": 1}
+    assert layer.macs == 0 and layer.op_class == "reduction"
+    assert layer.flops == 256  # 1*4*8*8 input elements, one comparison each
+    assert layer.memory_bytes == 4 * (256 + 64)  # read 256 floats, write 1*1*8*8
+
+
 def test_elementwise_ops_are_counted():
     block = InvertedResidual(16, 16, 64, 3, 1, nn.ReLU6)
     profile = profile_module(block, (1, 16, 8, 8))
@@ -214,3 +244,48 @@ def test_zoo_macs_equal_flop_counter_and_every_op_is_covered(name, zoo_measure):
     assert profile.totals["macs"] == zoo_measure(name)["macs"]
     assert profile.params == zoo_measure(name)["params"]
     assert 0 < profile.totals["memory_bytes_fused"] < profile.totals["memory_bytes"]
+
+
+def test_adder_layer_counts_subtractions_abs_and_additions_not_macs():
+    from lwprof.models.addernet import Adder2d
+
+    profile = profile_module(Adder2d(16, 32, 3, padding=1), (1, 16, 8, 8))
+    layer = only_layer(profile)
+    # 1*32*8*8 = 2,048 outputs, each over a Cin*k*k = 16*3*3 = 144 patch
+    assert layer.macs == 0
+    flops = {op.op: op.flops for op in profile.ops}
+    assert flops == {
+        "aten.im2col": 0,  # the patch copy
+        "aten.sub": 294_912,  # 2,048 * 144 subtractions
+        "aten.linalg_vector_norm": 587_776,  # 2,048 * (144 abs + 143 additions)
+        "aten.neg": 2_048,  # one negation per output
+    }
+    assert layer.flops == 884_736  # 2,048 * 3 * 144
+    assert layer.params == 4_608  # 32*16*3*3, a convolution's filters
+    # im2col 1,024 in + 9,216 out; sub 9,216 + 4,608 weights in + 294,912 out;
+    # norm 294,912 in + 2,048 out; neg 2,048 + 2,048: 620,032 elements
+    assert layer.memory_bytes == 620_032 * 4
+    assert layer.op_class == "reduction"
+    # 1x1 stride-2 shortcut: 1*32*4*4 = 512 outputs over 16 channels, 3 * 16 FLOPs each
+    assert only_layer(profile_module(Adder2d(16, 32, 1, stride=2), (1, 16, 8, 8))).flops == 24_576
+
+
+def test_adder_layer_onnx_count_and_output_match(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from lwprof.counting.onnx_count import analyze_onnx
+    from lwprof.counting.onnx_export import export_onnx
+    from lwprof.models.addernet import Adder2d
+
+    model = Adder2d(16, 32, 3, padding=1).eval()
+    path = export_onnx(model, (1, 16, 8, 8), tmp_path / "adder.onnx")
+    counted = analyze_onnx(path, (1, 16, 8, 8))
+    # Sub 294,912 + ReduceL1 587,776 (144 abs + 143 additions per output) + Neg 2,048
+    assert counted.totals["flops"] == 884_736 and counted.totals["macs"] == 0
+    assert counted.params == 4_608 and counted.unsupported_ops == {}
+    x = torch.randn(1, 16, 8, 8)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0], expected, rtol=1e-5)

@@ -29,6 +29,23 @@ FAMILY_ALIASES = {
     "mnasnet": "mnasnet_100",
     "mobilevit": "mobilevit_s",
     "xception": "xception",
+    # issue 13's families
+    "inceptionv1": "googlenet",
+    "inceptionv3": "inception_v3",
+    "inceptionv4": "inception_v4",
+    "resnet50_v1b": "resnet50",
+    "resnest": "resnest50d",
+    "fbnet": "fbnet_c",
+    "efficientformer": "efficientformer_l1",
+    "mobileformer": "mobileformer_294m",
+    "espnet": "espnet_v1",
+    "espnetv2": "espnetv2_100",
+    "addernet": "addernet_resnet20",
+    "condensenet": "condensenet_g4c4",
+    "mobilenetv2_ca": "mobilenet_v2_ca",
+    "mobilenetv2_eca": "mobilenet_v2_eca",
+    "mobilenetv2_sa": "mobilenet_v2_sa",
+    "mobilenetv2_triplet": "mobilenet_v2_triplet",
 }
 
 

@@ -47,6 +47,7 @@ from lwprof.counting.ops import (
     REDUCTION,
     OpCost,
     conv_class,
+    vector_norm_flops,
 )
 
 MICROSOFT = "com.microsoft"
@@ -167,6 +168,8 @@ ARGUMENT_INPUTS: dict[str, frozenset[int]] = {
     "ReduceSum": frozenset({1}),
     "ReduceMax": frozenset({1}),
     "ReduceMin": frozenset({1}),
+    "ReduceL1": frozenset({1}),
+    "ReduceL2": frozenset({1}),
     "TopK": frozenset({1}),
     "CumSum": frozenset({1}),
     "ConstantOfShape": frozenset({0}),
@@ -294,6 +297,7 @@ def _per_element(kind: str, op_class: str) -> OnnxFormula:
 
 register_onnx_formula("Relu")(_per_element("relu", ACTIVATION))
 register_onnx_formula("LeakyRelu")(_per_element("leaky_relu", ACTIVATION))
+register_onnx_formula("PRelu")(_per_element("leaky_relu", ACTIVATION))
 register_onnx_formula("Clip")(_per_element("hardtanh", ACTIVATION))
 register_onnx_formula("HardSigmoid")(_per_element("hardsigmoid", ACTIVATION))
 register_onnx_formula("HardSwish")(_per_element("hardswish", ACTIVATION))
@@ -398,6 +402,13 @@ def reduce_mean(call: OnnxCall) -> OpCost:
 def reduce_sum(call: OnnxCall) -> OpCost:
     # one addition (or comparison) per input element
     return OpCost(0, call.input_numel(0), REDUCTION)
+
+
+@register_onnx_formula("ReduceL1", "ReduceL2")
+def reduce_norm(call: OnnxCall) -> OpCost:
+    """L1/L2 norms, as aten ``linalg_vector_norm`` (AdderNet's adder layer ends in ReduceL1)."""
+    order = 1 if call.op_type == "ReduceL1" else 2
+    return OpCost(0, vector_norm_flops(order, call.input_numel(0), call.out_numel), REDUCTION)
 
 
 @register_onnx_formula(

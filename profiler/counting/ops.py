@@ -257,6 +257,8 @@ def _unary(kind: str, op_class: str) -> Formula:
 
 register_formula(aten.relu, aten.relu_)(_unary("relu", ACTIVATION))
 register_formula(aten.leaky_relu, aten.leaky_relu_)(_unary("leaky_relu", ACTIVATION))
+# PReLU: a compare and a multiply by the (learned) slope, as leaky ReLU
+register_formula(aten._prelu_kernel, aten.prelu)(_unary("leaky_relu", ACTIVATION))
 register_formula(aten.hardtanh, aten.hardtanh_)(_unary("hardtanh", ACTIVATION))
 register_formula(aten.hardsigmoid, aten.hardsigmoid_)(_unary("hardsigmoid", ACTIVATION))
 register_formula(aten.hardswish, aten.hardswish_)(_unary("hardswish", ACTIVATION))
@@ -340,8 +342,9 @@ def adaptive_avg_pool(call: OpCall) -> OpCost:
     return OpCost(0, call.args[0].numel() + call.out_numel, POOLING)
 
 
-@register_formula(aten.sum)
+@register_formula(aten.sum, aten.amax, aten.amin)
 def sum_reduction(call: OpCall) -> OpCost:
+    # a max or min is one comparison per input element, as a sum is one addition
     # one addition per input element
     return OpCost(0, call.args[0].numel(), REDUCTION)
 
@@ -361,6 +364,7 @@ def mean_reduction(call: OpCall) -> OpCost:
     aten.contiguous,
     aten.constant_pad_nd,
     aten.index_select,
+    aten.index,
     aten.gather,
     aten.repeat,
     aten.roll,
@@ -380,3 +384,29 @@ def data_movement(call: OpCall) -> OpCost:
 def upsample_bilinear(call: OpCall) -> OpCost:
     # 4 neighbours: 4 multiplies and 3 adds per output element
     return OpCost(0, 7 * call.out_numel, DATA_MOVEMENT)
+
+
+# ---------------------------------------------------------------------------
+# Vector norms, and im2col: AdderNet's adder layer is -‖patch − filter‖₁ of
+# unfolded patches (unfold → broadcast sub → L1 norm → neg), so it costs, per
+# output element, Cin·k·k subtractions + Cin·k·k abs + (Cin·k·k − 1) additions
+# + 1 negation, and no MACs.
+
+register_formula(aten.im2col)(data_movement)
+
+
+def vector_norm_flops(order: float, numel: int, out_numel: int) -> int:
+    """FLOPs of ``out_numel`` p-norms over ``numel`` elements in all: one
+    per-element op (|x| for p = 1 and ±inf, x² for p = 2, x ≠ 0 for p = 0,
+    |x| and its power otherwise), n − 1 additions (comparisons for ±inf) per
+    norm of n elements, and one root per norm for p ∉ {0, 1, ±inf}."""
+    order = float(order)
+    per_element = 2 if order not in (0.0, 1.0, 2.0, math.inf, -math.inf) else 1
+    roots = out_numel if order not in (0.0, 1.0, math.inf, -math.inf) else 0
+    return per_element * numel + (numel - out_numel) + roots
+
+
+@register_formula(aten.linalg_vector_norm)
+def vector_norm(call: OpCall) -> OpCost:
+    order = call.arg(1, "ord", 2)
+    return OpCost(0, vector_norm_flops(order, call.args[0].numel(), call.out_numel), REDUCTION)
