@@ -6,7 +6,8 @@ is built both ways, randomly initialised, and counted the same way on the
 zoo model's default input: parameters, and conv+linear MACs as PyTorch's
 ``FlopCounterMode`` counts them (FLOPs / 2). The check passes when the zoo
 model, its recorded ``Reference`` and the third-party model give the same
-two integers.
+two integers. timm runs with ``TIMM_FUSED_ATTN=0``: inside fused attention
+FlopCounterMode sees no matmuls, and the zoo's references count them.
 
 timm and torchvision are not lwprof dependencies and ``make test`` never
 needs them: run this in a reference environment of your own, for example
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import sys
 import time
 import types
@@ -70,11 +72,14 @@ def parse_source(source: str) -> tuple[str, str, dict[str, Any]] | None:
 
 
 def build_third_party(library: str, name: str, kwargs: dict[str, Any]) -> torch.nn.Module:
+    torchvision = import_torchvision()  # timm imports torchvision too
     if library == "timm":
+        # FlopCounterMode sees no matmuls inside fused SDPA, and the zoo's
+        # references count attention's matmuls: timm's unfused path does too.
+        os.environ["TIMM_FUSED_ATTN"] = "0"
         import timm
 
         return timm.create_model(name, pretrained=False, **kwargs)
-    torchvision = import_torchvision()
     return torchvision.models.get_model(name, weights=None, **kwargs)
 
 

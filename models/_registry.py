@@ -96,11 +96,21 @@ class Approximate:
 
 @dataclass(frozen=True)
 class Published:
-    """Figures the paper reports; approximate by nature (MACs in millions)."""
+    """Figures the paper reports; approximate by nature (MACs in millions).
+
+    ``top1_dataset`` says what ``top1`` was measured on: accuracies from
+    different datasets (ImageNet-1k, CIFAR-10) are not comparable, so
+    ImageNet-only views (compare's top-1 column, the accuracy plot) skip
+    the others."""
 
     macs: int | None = None
     params: int | None = None
     top1: float | None = None
+    top1_dataset: str = "ImageNet-1k"
+
+    @property
+    def imagenet_top1(self) -> float | None:
+        return self.top1 if self.top1_dataset == "ImageNet-1k" else None
 
 
 @dataclass(frozen=True)

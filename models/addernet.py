@@ -182,7 +182,7 @@ ARCH = [
     input_shape=(1, 3, 32, 32),
     output_shape=(1, 10),
     approximate=Approximate("CIFAR-10 experiments (Sect. 4.1), ResNet-20 0.27M", params=270_000, tolerance=0.05),
-    published=Published(params=270_000, top1=91.84),
+    published=Published(params=270_000, top1=91.84, top1_dataset="CIFAR-10"),
     notes=(
         "No packaged reference: built from the authors' resnet20.py/adder.py. Obtained 272,484 params "
         "vs paper 0.27M; conv+linear MACs 443,008 (the 3x3 stem, 442,368, and the 1x1 classifier, 640): "

@@ -49,7 +49,6 @@ the papers' FLOPs are recorded as published.
 
 from functools import partial
 
-from torch import nn
 
 from ._blocks import CoordinateAttention, EfficientChannelAttention, ShuffleAttention, TripletAttention
 from ._registry import Approximate, Paper, Published, register_alias, register_model

@@ -48,6 +48,14 @@ def test_zoo_csv_is_clean_and_full_precision():
     assert rows[0]["params"] == "3504872"
     assert rows[0]["reference_macs"] == "300774272"
     assert rows[0]["input_shape"] == "3x224x224"
+    assert rows[0]["published_top1_dataset"] == "ImageNet-1k"
+
+
+def test_zoo_names_the_dataset_of_a_non_imagenet_top1():
+    result = runner.invoke(app, ["zoo", "addernet", "--format", "csv"])
+    assert result.exit_code == 0
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    assert (row["published_top1_percent"], row["published_top1_dataset"]) == ("91.84", "CIFAR-10")
 
 
 def test_zoo_json_carries_metadata():

@@ -68,6 +68,11 @@ def test_metadata_is_complete(name):
     assert len(info.input_shape) == 4 and info.input_shape[:2] == (1, 3)
     # Counting on the meta device must agree with counting a real model.
     assert info.count_params() == sum(p.numel() for p in zoo.create_model(name).parameters())
+    # An ImageNet top-1 belongs to a 1000-class head; anything else must say its dataset,
+    # or compare's ImageNet column and accuracy plot would mix datasets.
+    if info.published.top1 is not None:
+        imagenet_head = info.output_shape == (1, 1000)
+        assert (info.published.imagenet_top1 is not None) == imagenet_head
 
 
 @pytest.mark.parametrize("name", WITH_REFERENCE_PARAMS)

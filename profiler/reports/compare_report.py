@@ -55,7 +55,7 @@ def model_row(job: Any, spec: str) -> dict[str, Any]:
 
         info = get_model_info(job.model_name)
         row["family"] = info.family
-        row["published_top1_percent"] = info.published.top1
+        row["published_top1_percent"] = info.published.imagenet_top1
     except Exception:
         pass  # not a zoo model
     if profile is not None:

@@ -50,6 +50,7 @@ def zoo_records(pattern: str = "*") -> list[dict[str, Any]]:
             "reference_macs": reference.macs if reference else None,
             "published_macs": info.published.macs,
             "published_top1_percent": info.published.top1,
+            "published_top1_dataset": info.published.top1_dataset if info.published.top1 is not None else None,
             "input_shape": shape,
             "paper_year": info.paper.year,
             "paper_arxiv": info.paper.arxiv,
@@ -78,6 +79,10 @@ def _top1(value: Any) -> str:
     return "-" if value is None else f"{value:.2f}%"
 
 
+def _dataset(value: Any) -> str:
+    return "-" if value is None else value
+
+
 def zoo_columns() -> list[Column]:
     return [
         Column("name", "model", no_wrap=True),
@@ -86,6 +91,7 @@ def zoo_columns() -> list[Column]:
         Column("reference_macs", "ref. MACs", format_count, "right"),
         Column("published_macs", "paper MACs", format_count, "right"),
         Column("published_top1_percent", "paper top-1", _top1, "right"),
+        Column("published_top1_dataset", "on", _dataset, no_wrap=True),
         Column("input_shape", "input", no_wrap=True),
         Column("paper_arxiv", "arXiv", no_wrap=True),
     ]
