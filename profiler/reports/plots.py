@@ -141,11 +141,25 @@ def plot_guideline_table(table: int, rows: list[dict[str, Any]], stem: Path, con
 # Comparisons of models (``lwprof compare`` / ``lwprof report``)
 
 
-def _family_colors(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _family_styles(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """One scatter style per family. Ten colours times marker shapes, so the
+    whole zoo's 26 families never share a look (tab20's paired shades do)."""
     import matplotlib.pyplot as plt
 
+    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     families = sorted({r.get("family") or r["model"] for r in rows})
-    return {f: plt.cm.tab20(i % 20) for i, f in enumerate(families)}
+    return {f: {"color": plt.cm.tab10(i % 10), "marker": markers[(i // 10) % len(markers)]} for i, f in enumerate(families)}
+
+
+def _family_legend(axes: Any) -> None:
+    """One legend for all panels, right of the last one: with the whole zoo a
+    legend inside a panel covers its points."""
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    axes[-1].legend(list(entries.values()), list(entries), fontsize=6, ncol=1 if len(entries) <= 22 else 2,
+                    loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
 
 
 def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: str, proxy_title: str,
@@ -153,8 +167,8 @@ def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: s
     """Latency against one proxy (MACs, memory access), log axes, one panel per
     backend, labelled points, one colour per family, Spearman rho in the title."""
     plt = _pyplot()
-    colors = _family_colors(rows)
-    fig, axes = plt.subplots(1, len(backends), figsize=(7 * len(backends), 6), squeeze=False)
+    styles = _family_styles(rows)
+    fig, axes = plt.subplots(1, len(backends), figsize=(7 * len(backends) + 2, 6), squeeze=False)
     for ax, backend in zip(axes[0], backends):
         seen = set()
         for r in rows:
@@ -162,7 +176,7 @@ def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: s
             if not latency or not r.get(proxy):
                 continue
             family = r.get("family") or r["model"]
-            ax.scatter(float(r[proxy]), float(latency) * 1e3, color=colors[family], s=30,
+            ax.scatter(float(r[proxy]), float(latency) * 1e3, s=30, **styles[family],
                        label=family if family not in seen else None)
             seen.add(family)
             ax.annotate(r["model"], (float(r[proxy]), float(latency) * 1e3), fontsize=6, xytext=(3, 3), textcoords="offset points")
@@ -173,7 +187,7 @@ def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: s
         ax.set_ylabel(f"measured latency on {device}, {backend} (ms, log)")
         ax.set_title(f"{backend}: latency vs {proxy_title}, Spearman ρ = {'n/a' if rho is None else f'{rho:.2f}'}")
         ax.grid(which="both", alpha=0.2)
-        ax.legend(fontsize=6, ncol=2)
+    _family_legend(axes[0])
     return _save(fig, stem)
 
 
@@ -183,14 +197,14 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], backends: list[str], st
     from lwprof.core.stats import pareto_front
 
     plt = _pyplot()
-    colors = _family_colors(rows)
-    fig, axes = plt.subplots(1, len(backends), figsize=(7 * len(backends), 6), squeeze=False)
+    styles = _family_styles(rows)
+    fig, axes = plt.subplots(1, len(backends), figsize=(7 * len(backends) + 2, 6), squeeze=False)
     for ax, backend in zip(axes[0], backends):
         points = [(r["model"], float(r[f"{backend}_median_s"]) * 1e3, float(r["published_top1_percent"]), r.get("family") or r["model"])
                   for r in rows if r.get(f"{backend}_median_s") and r.get("published_top1_percent") not in (None, "")]
         seen = set()
         for name, latency, top1, family in points:
-            ax.scatter(latency, top1, color=colors[family], s=30, label=family if family not in seen else None)
+            ax.scatter(latency, top1, s=30, **styles[family], label=family if family not in seen else None)
             seen.add(family)
             ax.annotate(name, (latency, top1), fontsize=6, xytext=(3, 3), textcoords="offset points")
         front = pareto_front([(n, lat, acc) for n, lat, acc, _ in points])
@@ -203,7 +217,7 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], backends: list[str], st
         ax.set_ylabel("ImageNet top-1 (%), as published in each paper (not measured)")
         ax.set_title(f"{backend}: accuracy vs latency")
         ax.grid(alpha=0.2)
-        ax.legend(fontsize=6, ncol=2)
+    _family_legend(axes[0])
     return _save(fig, stem)
 
 
