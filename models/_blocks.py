@@ -375,11 +375,20 @@ class PooledConvHead(nn.Module):
 
 
 def init_weights(model: nn.Module) -> nn.Module:
-    """Kaiming-normal convs, unit BatchNorm, small-normal linears: the common
-    ImageNet initialisation, so random models give finite, well-scaled outputs."""
+    """He-normal convs (fan-out per group), unit BatchNorm, small-normal
+    linears: the common ImageNet initialisation.
+
+    The fan-out of a grouped convolution is ``k*k*out_channels/groups`` (as
+    timm's EfficientNet initialisation has it), not torch's ``fan_out`` mode,
+    which counts every output channel: that gives a depthwise 3x3 a standard
+    deviation sqrt(C) times too small, and activations that shrink by that
+    factor at every depthwise layer (mobilenet_v2's logits came out near 1e-9).
+    """
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            fan_out = max(1, kernel * module.out_channels // module.groups)
+            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out))
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm)):
@@ -390,4 +399,52 @@ def init_weights(model: nn.Module) -> nn.Module:
             nn.init.normal_(module.weight, 0, 0.01)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+    return model
+
+
+@torch.no_grad()
+def settle_batchnorm(model: nn.Module, input_shape: tuple[int, ...], seed: int = 0) -> nn.Module:
+    """Data-free BatchNorm statistics, so a random model behaves like a trained one.
+
+    A trained network's BatchNorm layers hold the mean and variance of what
+    reaches them; fresh ones hold 0 and 1, so they normalise nothing, and
+    activations drift by orders of magnitude with depth, which makes int8
+    scales and output agreement meaningless. One forward pass on a seeded
+    standard-normal input of the model's own shape (a normalised image's
+    statistics), with only the BatchNorm layers in training mode (dropout and
+    stochastic depth stay off), records every layer's statistics in order,
+    each on inputs its predecessors already normalise. A BatchNorm that sees
+    one value per channel (after global pooling, at batch 1) keeps 0 and 1.
+
+    The pass runs on one thread, so the statistics are bit-identical whatever
+    thread count the caller (or a worker process rebuilding the model) uses,
+    and at the model's own input size, so it allocates nothing an inference
+    warm-up would not. A model built on the meta device is left as it is.
+    """
+    batchnorms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not batchnorms or any(p.is_meta for p in model.parameters()):
+        return model
+
+    def one_value_per_channel(module: nn.Module, args: tuple) -> None:
+        x = args[0]
+        module.training = x.numel() // x.shape[1] > 1
+
+    was_training = model.training
+    momenta = [bn.momentum for bn in batchnorms]
+    model.eval()
+    hooks = [bn.register_forward_pre_hook(one_value_per_channel) for bn in batchnorms]
+    for bn in batchnorms:
+        bn.reset_running_stats()
+        bn.momentum = None  # the pass's own statistics, not a blend with 0 and 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model(torch.randn(tuple(input_shape), generator=torch.Generator().manual_seed(seed)))
+    finally:
+        torch.set_num_threads(threads)
+        for hook in hooks:
+            hook.remove()
+        for bn, momentum in zip(batchnorms, momenta):
+            bn.momentum = momentum
+        model.train(was_training)
     return model

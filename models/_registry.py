@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -160,6 +161,7 @@ def register_model(
 
     def decorator(builder: Callable) -> Callable:
         model_name = name or builder.__name__
+        builder = _with_settled_batchnorm(builder, tuple(input_shape))
         if model_name in _MODELS or model_name in _ALIASES:
             raise DuplicateModelError(f"model name '{model_name}' is already registered")
         _MODELS[model_name] = ModelInfo(
@@ -179,6 +181,18 @@ def register_model(
         return builder
 
     return decorator
+
+
+def _with_settled_batchnorm(builder: Callable, input_shape: tuple[int, ...]) -> Callable:
+    """The builder, its model's BatchNorm statistics set data-free on the
+    variant's own input (see :func:`~._blocks.settle_batchnorm`)."""
+    from ._blocks import settle_batchnorm
+
+    @functools.wraps(builder)
+    def build(**kwargs):
+        return settle_batchnorm(builder(**kwargs), input_shape)
+
+    return build
 
 
 def register_alias(alias: str, target: str) -> None:

@@ -31,8 +31,8 @@ what eager execution and ONNX Runtime then pay in memory traffic. With random
 filters and fresh BatchNorm statistics every adder output is strongly negative
 (it is a negative distance), so with fresh BatchNorm statistics the ReLUs
 would zero it and the random network would output zeros. Trained statistics
-re-centre it; here they are set data-free at construction (two train-mode
-passes on seeded random 16×3×32×32 batches), so activations stay well scaled.
+re-centre it; here, as for every zoo model, the registered builder sets them
+data-free (``settle_batchnorm``), so activations stay well scaled.
 """
 
 import torch
@@ -138,25 +138,6 @@ class AdderResNetCifar(nn.Module):
         self.fc = ConvBNAct(in_ch, num_classes, 1, act_layer=None)
         self.flatten = nn.Flatten(1)
         init_weights(self)  # convs and BN; the adder filters keep their unit-normal start
-        self._settle_batchnorm()
-
-    @torch.no_grad()
-    def _settle_batchnorm(self, batches: int = 2, batch_size: int = 16) -> None:
-        # An adder output is a negative distance: with fresh BatchNorm statistics every ReLU would
-        # zero it and the random network would output zeros. A trained network's statistics
-        # re-centre it; set them data-free, from seeded random CIFAR-sized inputs in train mode.
-        if next(self.parameters()).is_meta:
-            return
-        generator = torch.Generator().manual_seed(0)
-        batchnorms = [m for m in self.modules() if isinstance(m, nn.BatchNorm2d)]
-        for bn in batchnorms:
-            bn.momentum = None  # cumulative average over the batches
-        self.train()
-        for _ in range(batches):
-            self(torch.randn(batch_size, 3, 32, 32, generator=generator))
-        for bn in batchnorms:
-            bn.momentum = 0.1
-        self.eval()
 
     def forward(self, x):
         return self.flatten(self.fc(self.pool(self.stages(self.stem(x)))))

@@ -60,6 +60,48 @@ def test_forward_on_default_input(name, zoo_measure):
     assert torch.isfinite(out).all()
 
 
+# A trained network's activations stay near unit scale at every depth. Before per-group
+# fan-out and data-free BatchNorm statistics, mobilenet_v2_100's logits had a standard
+# deviation of 1e-9, pplcnet_250's 1e-24, and espnet_v1's decoder reached 7e7: int8
+# scales and output agreement on such weights mean nothing.
+ACTIVATION_STD_BAND = (0.01, 10.0)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_activations_stay_well_scaled_at_every_stage(name, zoo_measure):
+    stage_stds = zoo_measure(name)["stage_stds"]
+    low, high = ACTIVATION_STD_BAND
+    assert len(stage_stds) >= 3, stage_stds  # the hooks saw the model's stages
+    outside = {path: f"{std:.3g}" for path, std in stage_stds.items() if not low <= std <= high}
+    assert not outside, f"stage outputs outside the band {ACTIVATION_STD_BAND}: {outside}"
+    assert low <= zoo_measure(name)["output"].std().item() <= high
+
+
+def test_batchnorm_statistics_do_not_depend_on_the_thread_count():
+    # A worker process rebuilds the model with the run's thread count and must get the very
+    # weights the lwprof process has (fingerprinted), whatever threads each one uses.
+    states = []
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            torch.manual_seed(0)
+            states.append(zoo.create_model("mobilenet_v3_small_100").state_dict())
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads
+    assert states[0].keys() == states[1].keys()
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    bn = zoo.create_model("mobilenet_v3_small_100").features[0].bn
+    assert bn.num_batches_tracked.item() == 1 and not torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+
+
+def test_batchnorm_statistics_are_not_set_on_the_meta_device():
+    with torch.device("meta"):
+        model = zoo.create_model("mobilenet_v2_100")
+    assert next(model.parameters()).is_meta
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_metadata_is_complete(name):
     info = zoo.get_model_info(name)

@@ -66,7 +66,9 @@ class OutputCheck:
     reference_shapes: tuple[tuple[int, ...], ...] = ()
     other_shapes: tuple[tuple[int, ...], ...] = ()
     rtol: float = 1e-3
-    atol: float = 1e-4
+    # Of the output's largest magnitude: fp32 rounding through inception_v4's 12 GMACs
+    # moves its logits by 4e-4 of their scale between torch and ONNX Runtime.
+    atol: float = 1e-3
 
     def describe(self) -> str:
         if not self.shapes_match:
@@ -88,7 +90,7 @@ def compare_outputs(
     reference: Sequence["np.ndarray"],
     other: Sequence["np.ndarray"],
     rtol: float = 1e-3,
-    atol: float = 1e-4,
+    atol: float = 1e-3,
 ) -> OutputCheck:
     """Compare two backends' flattened outputs element by element:
     ``|other - reference| <= atol * max|reference| + rtol * |reference|``
