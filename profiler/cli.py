@@ -80,6 +80,21 @@ AllocatorOption = Annotated[
         "thresholds raised), both, or auto: default, plus tuned when the default page-faults every pass.",
     ),
 ]
+PrecisionOption = Annotated[str, typer.Option("--precision", help="Precisions to measure: fp32, bf16, fp16, int8 "
+                             "(comma-separated; each backend runs those it really supports).")]
+
+
+class Int8Scheme(str, enum.Enum):
+    u8s8 = "u8s8"
+    s8s8 = "s8s8"
+
+
+Int8SchemeOption = Annotated[Int8Scheme, typer.Option("--int8-scheme", help="int8 activation x weight types: u8s8 (default; "
+                             "on x86 ORT quantizes every conv of a residual net) or s8s8 (ORT's own default).")]
+CalibrationDataOption = Annotated[
+    Optional[Path], typer.Option("--calibration-data", help="Folder of .npy inputs to calibrate int8 on (default: seeded random).")]
+CalibrationInputsOption = Annotated[
+    int, typer.Option("--calibration-inputs", min=1, help="Seeded random inputs to calibrate int8 on and check agreement with.")]
 OutOption = Annotated[
     Optional[Path],
     typer.Option("--out", help="Also write the result files (layers.csv, profile.json) into this directory."),
@@ -217,14 +232,19 @@ def profile(
         typer.Option("--crosscheck", help="Show thop's and PyTorch FlopCounterMode's totals beside lwprof's, and what each counts."),
     ] = False,
     allocator: AllocatorOption = Allocator.auto,
+    precision: PrecisionOption = "fp32",
+    int8_scheme: Int8SchemeOption = Int8Scheme.u8s8,
+    calibration_data: CalibrationDataOption = None,
+    calibration_inputs: CalibrationInputsOption = 16,
 ) -> None:
     """What a model costs: per-layer FLOPs, MACs, params and memory access, and (unless --analytic) its real
-    latency on each backend, per layer, on the device's roofline, saved in a run directory."""
+    latency on each backend and precision, per layer, on the device's roofline, saved in a run directory."""
     if not analytic:
         from lwprof.commands.profile import run_latency_profile
+        from lwprof.runtime.precision import Int8Recipe
 
         if crosscheck or depth is not None or sort is not SortKey.order or dtype is not DType.float32:
-            raise LwprofError("--crosscheck, --depth, --sort and --dtype apply to --analytic (measurements run float32)")
+            raise LwprofError("--crosscheck, --depth, --sort and --dtype apply to --analytic (measurements: use --precision)")
         settings = RunSettings.build(
             device=device.value,
             threads=threads,
@@ -232,11 +252,13 @@ def profile(
             layer_runs=layer_runs,
             cache_dir=cache_dir,
             allocator=allocator.value,
+            int8=Int8Recipe(scheme=int8_scheme.value, calibration_dir=calibration_data, calibration_inputs=calibration_inputs),
         )
         code = run_latency_profile(
             spec,
             settings=settings,
             backends=backend,
+            precisions=precision,
             batch_sizes=batch_size,
             input_shape=input_shape,
             top=top or 10,
@@ -249,6 +271,8 @@ def profile(
 
     if allocator is not Allocator.auto:
         raise LwprofError("--allocator applies to measurements, not to --analytic")
+    if precision != "fp32":
+        raise LwprofError("--precision applies to measurements; --analytic counts at --dtype")
     from lwprof.commands.analytic import run_profile
     from lwprof.commands.common import parse_batch_sizes
 

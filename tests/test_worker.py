@@ -33,7 +33,7 @@ SHORT = Budget(warmup=2, warmup_time_s=0.0, min_time_s=0.0, max_time_s=0.3, min_
 def request_for(spec, tmp_path, backend="torch", **changes):
     loaded = load_model(spec)
     settings = RunSettings(device="cpu", threads=1, budget=SHORT, cache_dir=tmp_path / "cache")
-    staged = get_backend(backend).stage(loaded, loaded.input_shape, settings.cache_dir)
+    staged = get_backend(backend).stage(loaded, loaded.input_shape, settings)
     return MeasureRequest(backend=backend, model=staged.model, settings=settings, label=spec, **changes)
 
 

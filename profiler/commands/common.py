@@ -38,6 +38,30 @@ def parse_backends(text: str | None) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def precision_targets(backends: list[str], precisions: str | None, *, explicit: bool) -> list[tuple[str, str]]:
+    """Every (backend, precision) to measure, by precision then backend. A
+    combination a backend cannot run is an error when the user named the
+    backends; with the default backends it is left out with one line, unless
+    no backend runs that precision at all."""
+    from lwprof.reports import console
+    from lwprof.runtime.backends import get_backend
+    from lwprof.runtime.precision import parse_precisions
+
+    targets = []
+    for precision in parse_precisions(precisions):
+        problems = {name: get_backend(name).precision_problem(precision) for name in backends}
+        runnable = [name for name in backends if problems[name] is None]
+        if explicit or not runnable:
+            for name in backends:
+                if problems[name] is not None:
+                    raise LwprofError(problems[name])
+        for name in backends:
+            if problems[name] is not None:
+                console.info(f"{problems[name]}; not measured")
+        targets += [(name, precision) for name in runnable]
+    return targets
+
+
 def parse_batch_sizes(text: str | None) -> list[int | None]:
     if text is None:
         return [None]

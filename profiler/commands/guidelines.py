@@ -47,7 +47,7 @@ def guideline_model(table: int, kwargs: dict[str, Any], shape: tuple[int, ...], 
     with seeded(name):
         net = get_table(table).build(**kwargs)
     recipe = functools.partial(guideline_model, table, kwargs, shape, name)
-    return LoadedModel(name, "torch", net, None, tuple(shape), "lwprof guidelines", recipe)
+    return LoadedModel(name, "torch", net, None, tuple(shape), "lwprof guidelines", recipe=recipe)
 
 
 class GuidelinesRun:
@@ -177,7 +177,7 @@ class GuidelinesRun:
             return None
         model = analytic["model"]
         try:
-            staged = backend.stage(model, model.input_shape, self.settings.cache_dir)
+            staged = backend.stage(model, model.input_shape, self.settings)
             request = MeasureRequest(backend=backend_name, model=staged.model, settings=self.settings,
                                      allocator=self.allocator, want_outputs=False, label=model.name)
             reply = run_in_worker(request)

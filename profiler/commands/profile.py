@@ -13,14 +13,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lwprof.commands.common import EXIT_INTERRUPTED, parse_backends, parse_batch_sizes
+from lwprof.commands.common import EXIT_INTERRUPTED, parse_backends, parse_batch_sizes, precision_targets
 from lwprof.commands.profile_job import LatencyJob
 from lwprof.core.errors import LwprofError
 from lwprof.reports import console as output
 from lwprof.reports.allocator_report import allocator_notes
 from lwprof.reports.console import Column, OutputFormat
 from lwprof.reports.files import json_text
-from lwprof.reports.profile_run import layer_table, payload, summary_rows
+from lwprof.reports.profile_run import layer_table, payload, result_keys, summary_rows
 from lwprof.runtime.settings import RunSettings
 
 
@@ -37,7 +37,8 @@ def run_latency_profile(
     *,
     settings: RunSettings,
     backends: str | None,
-    batch_sizes: str | None,
+    precisions: str | None = None,
+    batch_sizes: str | None = None,
     input_shape: str | None,
     top: int,
     fmt: OutputFormat,
@@ -49,10 +50,12 @@ def run_latency_profile(
     from lwprof.runtime.loader import parse_shape
 
     shape = parse_shape(input_shape) if input_shape is not None else None
+    chosen = parse_backends(backends)
     job = LatencyJob(
         spec,
         settings=settings,
-        backends=parse_backends(backends),
+        backends=chosen,
+        precisions=precision_targets(chosen, precisions, explicit=backends is not None),
         batch_sizes=parse_batch_sizes(batch_sizes),
         input_shape=shape,
         reports_dir=reports_dir,
@@ -83,6 +86,7 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
         return
     columns = [
         Column("backend", "backend"),
+        Column("precision", "precision"),
         Column("batch_size", "batch", str, "right"),
         Column("median_s", "median ms", _ms, "right"),
         Column("iqr_s", "IQR ms", _ms, "right"),
@@ -95,16 +99,21 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
         Column("layer_sum_vs_end_to_end", "layers/e2e", _pct, "right"),
         Column("outputs_vs", "outputs vs"),
         Column("max_rel_diff", "max rel diff", lambda v: "" if v is None else f"{v:.1e}", "right"),
+        Column("speedup_vs_fp32", "vs fp32", lambda v: "" if v is None else f"{v:.2f}x", "right"),
+        Column("cosine_vs_fp32", "cosine", lambda v: "" if v is None else f"{v:.4f}", "right"),
+        Column("top1_agreement", "top-1 agree", _pct, "right"),
+        Column("float_layers", "float layers", lambda v: "" if v is None else str(v), "right"),
         Column("minor_page_faults_per_pass", "faults/pass", lambda v: "" if v is None else f"{v:,.0f}", "right"),
         Column("tuned_median_s", "tuned ms", _ms, "right"),
         Column("skipped", "skipped"),
     ]
     if fmt is OutputFormat.csv:
-        keys = ["backend", "device", "batch_size", "n", "median_s", "mean_s", "std_s", "iqr_s", "p90_s", "p99_s", "min_s", "max_s",
+        keys = ["backend", "precision", "device", "batch_size", "n", "median_s", "mean_s", "std_s", "iqr_s", "p90_s", "p99_s", "min_s", "max_s",
                 "ci95_low_s", "ci95_high_s", "relative_iqr", "noisy", "throughput_items_per_s", "roofline_bound_s",
                 "roofline_efficiency", "bound_by", "layer_sum_s", "layer_sum_vs_end_to_end", "layer_pass_overhead",
                 "outputs_vs", "max_abs_diff", "max_rel_diff", "outputs_allclose", "allocator", "minor_page_faults_per_pass",
-                "tuned_median_s", "tuned_iqr_s", "tuned_minor_page_faults_per_pass", "allocator_tax", "skipped"]
+                "tuned_median_s", "tuned_iqr_s", "tuned_minor_page_faults_per_pass", "allocator_tax", "speedup_vs_fp32",
+                "relative_error_vs_fp32", "cosine_vs_fp32", "top1_agreement", "outputs_meaningful", "float_layers", "skipped"]
         output.emit(summary, [Column(k, k) for k in keys], fmt)
         return
     profile = next(iter(job.profiles.values()), None)
@@ -121,7 +130,7 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
     for note in allocator_notes(summary):
         output.stdout.print(note, highlight=False, soft_wrap=True)
     rows = [r for r in layer_table(job) if r["batch_size"] == (next(iter(job.profiles), None))]
-    for backend in job.backends:
+    for backend in result_keys(job):
         key = f"{backend}_time_s"
         timed = sorted((r for r in rows if r.get(key)), key=lambda r: -r[key])[:top]
         if not timed:

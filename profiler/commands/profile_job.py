@@ -28,10 +28,13 @@ WALL_TIME_PARTS = ("load_s", "analysis_s", "peaks_s", "prepare_s", "worker_start
 
 class LatencyJob:
     def __init__(self, spec: str, *, settings: RunSettings, backends: list[str], batch_sizes: list[int | None],
-                 input_shape: tuple[int, ...] | None, reports_dir: Path, out: Path | None):
+                 input_shape: tuple[int, ...] | None, reports_dir: Path, out: Path | None,
+                 precisions: list[tuple[str, str]] | None = None):
         self.spec = spec
         self.settings = settings
         self.backends = backends
+        # (backend, precision) in measuring order; default: each backend at the settings' precision.
+        self.targets = precisions or [(backend, settings.precision) for backend in backends]
         self.batch_sizes = batch_sizes
         self.input_shape = input_shape
         self.reports_dir = reports_dir
@@ -115,17 +118,19 @@ class LatencyJob:
         from lwprof.runtime.backends import BackendSkipped, get_backend
 
         checker = _OutputChecker(loaded)
-        for name in self.backends:
-            result = BackendResult(backend=name, batch_size=batch_size)
+        for name, precision in self.targets:
+            settings = self.settings.but(precision=precision)
+            result = BackendResult(backend=name, batch_size=batch_size, precision=precision)
             self.results.append(result)
             backend = get_backend(name)
             started = time.perf_counter()
             try:
-                reason = backend.unavailable_reason(self.device)
+                reason = backend.unavailable_reason(self.device) or backend.precision_problem(precision)
                 if reason is not None:
                     raise BackendSkipped(reason)
-                with console.stderr.status(f"{name}: preparing {loaded.name} (batch {batch_size})"):
-                    staged = backend.stage(loaded, loaded.input_shape, self.settings.cache_dir)
+                what = "" if precision == "fp32" else f" in {precision}"
+                with console.stderr.status(f"{name}: preparing {loaded.name}{what} (batch {batch_size})"):
+                    staged = backend.stage(loaded, loaded.input_shape, settings)
             except BackendSkipped as exc:
                 result.skipped = str(exc)
                 console.warn(f"{name}: skipped ({exc})")
@@ -133,7 +138,12 @@ class LatencyJob:
             finally:
                 self.timings["prepare_s"] += time.perf_counter() - started
             primary, *more = variants(self.settings.allocator)
-            reply = self._in_worker(name, staged, batch_size, primary, layer_runs=self.settings.layer_runs, outputs=True)
+            result.info = dict(staged.info)
+            agreement_note = _agreement_note(result)
+            if agreement_note is not None:
+                result.warnings.append(agreement_note)
+                console.warn(agreement_note)
+            reply = self._in_worker(result, staged, primary, layer_runs=self.settings.layer_runs, outputs=True)
             if reply is None:
                 result.skipped = "interrupted before timing"
                 return
@@ -146,7 +156,7 @@ class LatencyJob:
             if reply.interrupted:
                 self.partial = True
             elif self.device == "cpu" and (more or (self.settings.allocator == "auto" and significant(reply.minor_page_faults_per_pass))):
-                result.allocator_check = self._allocator_check(name, staged, result, loaded.name, TUNED)
+                result.allocator_check = self._allocator_check(staged, result, loaded.name, TUNED)
             for note in result.warnings + (result.measurement.warnings() if result.measurement else []):
                 console.warn(note)
             self.write()
@@ -164,13 +174,13 @@ class LatencyJob:
         if reply.layer_error:
             result.warnings.append(f"{result.backend}: no per-layer times ({reply.layer_error})")
 
-    def _allocator_check(self, name: str, staged: Any, result: BackendResult, model: str, allocator: str) -> AllocatorRun:
+    def _allocator_check(self, staged: Any, result: BackendResult, model: str, allocator: str) -> AllocatorRun:
         from lwprof.runtime.allocator import tuning_unavailable
 
         reason = tuning_unavailable() if allocator == TUNED else None
         if reason is not None:
             return AllocatorRun(allocator, None, None, skipped=reason)
-        reply = self._in_worker(name, staged, result.batch_size, allocator, layer_runs=0, outputs=False)
+        reply = self._in_worker(result, staged, allocator, layer_runs=0, outputs=False)
         if reply is None or reply.skipped:
             return AllocatorRun(allocator, None, None, skipped=(reply.skipped if reply else "interrupted"))
         if reply.interrupted:
@@ -181,13 +191,14 @@ class LatencyJob:
                          f"{faults_text(run.minor_page_faults_per_pass)} minor page faults per pass")
         return run
 
-    def _in_worker(self, name: str, staged: Any, batch_size: int, allocator: str, *, layer_runs: int, outputs: bool) -> Any:
+    def _in_worker(self, result: BackendResult, staged: Any, allocator: str, *, layer_runs: int, outputs: bool) -> Any:
         """One worker's reply; None when Ctrl-C came before the worker could time anything."""
         from lwprof.runtime.worker import MeasureRequest
 
-        request = MeasureRequest(backend=name, model=staged.model, settings=self.settings, allocator=allocator,
-                                 layer_runs=layer_runs, want_outputs=outputs,
-                                 want_fingerprint=outputs and staged.model.kind == "torch", label=_label(name, self.device, batch_size, allocator))
+        request = MeasureRequest(backend=result.backend, model=staged.model, settings=self.settings.but(precision=result.precision),
+                                 allocator=allocator, layer_runs=layer_runs, want_outputs=outputs,
+                                 want_fingerprint=outputs and staged.model.kind == "torch",
+                                 label=_label(result, self.device, allocator))
         started = time.perf_counter()
         reply = measure_in_worker(request)
         # Starting the interpreter and importing the runtime: the price of a fresh process.
@@ -203,11 +214,12 @@ class LatencyJob:
     def _measurement(self, reply: Any, result: BackendResult, model: str, allocator: str) -> Measurement | None:
         if not reply.samples_s:
             return None
-        label = _label(result.backend, self.device, result.batch_size, allocator)
+        label = _label(result, self.device, allocator)
         measurement = Measurement(
             label=label,
             samples_s=tuple(reply.samples_s),
-            metadata={"model": model, "backend": result.backend, "device": self.device, "batch_size": result.batch_size,
+            metadata={"model": model, "backend": result.backend, "precision": result.precision, "device": self.device,
+                      "batch_size": result.batch_size,
                       "threads": self.settings.threads, "allocator": allocator,
                       "minor_page_faults_per_pass": reply.minor_page_faults_per_pass},
             environment=self.environment,
@@ -225,8 +237,19 @@ class LatencyJob:
         return plot_run(self)
 
 
-def _label(backend: str, device: str, batch_size: int, allocator: str) -> str:
-    return f"{backend} {device} batch {batch_size}" + ("" if allocator == DEFAULT else f" ({allocator} allocator)")
+def _label(result: BackendResult, device: str, allocator: str) -> str:
+    precision = "" if result.precision == "fp32" else f" {result.precision}"
+    return f"{result.backend}{precision} {device} batch {result.batch_size}" + ("" if allocator == DEFAULT else f" ({allocator} allocator)")
+
+
+def _agreement_note(result: BackendResult) -> str | None:
+    """A warning when a precision's outputs no longer mean anything (their
+    cosine with fp32's below the threshold on some calibration input)."""
+    record = (result.info.get("quantization") or {}).get("agreement")
+    if not record or record.get("meaningful", True):
+        return None
+    return (f"{result.key}: outputs are meaningless against fp32 (worst cosine {record['worst_cosine']:.3f} < "
+            f"{record['meaningful_cosine']}); its latency is reported, flagged")
 
 
 class _OutputChecker:
@@ -242,6 +265,8 @@ class _OutputChecker:
         from lwprof.runtime.outputs import compare_outputs
 
         outputs = reply.outputs
+        if result.precision != "fp32":
+            return  # held to fp32 by the agreement measured when it was staged
         if reply.fingerprint is not None and self.loaded.module is not None and reply.fingerprint != self._own_fingerprint():
             result.warnings.append(
                 f"{result.backend}: the model its worker rebuilt has other weights than this process's (the model's code draws "

@@ -55,6 +55,7 @@ class BackendResult:
 
     backend: str
     batch_size: int
+    precision: str = "fp32"
     skipped: str | None = None
     measurement: Measurement | None = None
     output_check: dict[str, Any] | None = None
@@ -66,6 +67,11 @@ class BackendResult:
     minor_page_faults_per_pass: float | None = None
     process: dict[str, Any] = field(default_factory=dict)
     allocator_check: AllocatorRun | None = None
+
+    @property
+    def key(self) -> str:
+        """The name of this result's columns: the backend, with its precision when not fp32."""
+        return self.backend if self.precision == "fp32" else f"{self.backend}_{self.precision}"
 
     @property
     def layer_sum_s(self) -> float | None:
@@ -112,12 +118,32 @@ def roofline_columns(flops: int, memory_bytes: int, seconds: float | None, peaks
     return columns
 
 
+def result_keys(job: Any) -> list[str]:
+    """Each (backend, precision) measured, as its column prefix, in order."""
+    return list(dict.fromkeys(result.key for result in job.results))
+
+
+def ran_in(ops: Any, precision: str) -> str:
+    """What a layer's kernels computed in: ``int8`` (an integer kernel),
+    ``conversion`` (only quantize/dequantize/cast/layout nodes: the tax), else
+    the float type of the run (``fp32`` for what an int8 model left in float)."""
+    from lwprof.runtime.precision import CONVERSION_OPS, INT8_KERNELS
+
+    names = {op.split(".")[-1] for op in ops}
+    if names & INT8_KERNELS:
+        return "int8"
+    if names and names <= set(CONVERSION_OPS) | {"Transpose"}:
+        return "conversion"
+    return precision if precision in ("bf16", "fp16") else "fp32"
+
+
 def summary_rows(job: Any) -> list[dict[str, Any]]:
     """One row per backend and batch size: statistics, throughput, roofline,
     per-layer coverage, output agreement, the allocator's share."""
     rows = []
     for result in job.results:
-        row: dict[str, Any] = {"backend": result.backend, "device": job.device, "batch_size": result.batch_size}
+        row: dict[str, Any] = {"backend": result.backend, "precision": result.precision, "device": job.device,
+                               "batch_size": result.batch_size}
         if result.measurement is None:
             row["skipped"] = result.skipped or ("interrupted before timing" if job.partial else "not measured")
             rows.append(row)
@@ -142,24 +168,46 @@ def summary_rows(job: Any) -> list[dict[str, Any]]:
         elif check is not None:
             row["outputs_vs"] = "(reference)"
         row.update(allocator_columns(result))
+        row.update(_precision_columns(job, result, stats.median))
         row["skipped"] = ""
         rows.append(row)
     return rows
+
+
+def _precision_columns(job: Any, result: BackendResult, median: float) -> dict[str, Any]:
+    """For a precision other than fp32: speedup over the same backend's fp32
+    (when measured in this run), agreement with fp32, layers left in float."""
+    if result.precision == "fp32":
+        return {}
+    columns: dict[str, Any] = {"outputs_vs": "fp32"}
+    fp32 = next((r for r in job.results if r.backend == result.backend and r.batch_size == result.batch_size
+                 and r.precision == "fp32" and r.measurement is not None), None)
+    columns["speedup_vs_fp32"] = fp32.measurement.stats.median / median if fp32 is not None and median else None
+    record = result.info.get("quantization") or {}
+    agreement = record.get("agreement") or {}
+    columns["relative_error_vs_fp32"] = agreement.get("relative_error")
+    columns["cosine_vs_fp32"] = agreement.get("cosine")
+    columns["top1_agreement"] = agreement.get("top1_agreement")
+    columns["outputs_meaningful"] = agreement.get("meaningful")
+    layers = record.get("layers")
+    columns["float_layers"] = len(layers["float_layers"]) if layers else None
+    return columns
 
 
 def join_layers(profile: Any, results: list[BackendResult], peaks: dict[str, Any], batch_size: int) -> list[dict[str, Any]]:
     """Analytic rows (execution order) with each backend's per-layer time."""
     rows = [{"batch_size": batch_size, **row} for row in profile.layer_rows()]
     by_name = {row["layer"]: row for row in rows}
+    analytic = set(by_name)
     total_flops = sum(row["flops"] for row in rows) or None
     for row in rows:
         row["flops_share"] = row["flops"] / total_flops if total_flops else None
     extra_rows: list[dict[str, Any]] = []
     for result in results:
-        name = result.backend
+        name = result.key
         groups: dict[str, dict[str, Any]] = {}  # head layer -> time and members
         for timing in result.layer_rows:
-            members = [layer for layer in timing.layers if layer in by_name]
+            members = [layer for layer in timing.layers if layer in analytic]
             head = members[0] if members else timing.layer
             group = groups.setdefault(head, {"time": 0.0, "members": [], "ops": set(), "known": bool(members)})
             group["time"] += timing.stats.median
@@ -170,18 +218,25 @@ def join_layers(profile: Any, results: list[BackendResult], peaks: dict[str, Any
         total_time = sum(group["time"] for group in groups.values()) or None
         for head, group in groups.items():
             if not group["known"]:
-                row = {"batch_size": batch_size, "layer": head, "module_type": "", "op_class": "", "ops": " ".join(sorted(group["ops"]))}
-                extra_rows.append(row)
-                by_name[head] = row
+                row = by_name.get(head)
+                if row is None:  # a runtime-only row (another result may have made it already)
+                    row = {"batch_size": batch_size, "layer": head, "module_type": "", "op_class": "", "ops": ""}
+                    extra_rows.append(row)
+                    by_name[head] = row
+                row["ops"] = " ".join(sorted(set(row["ops"].split()) | group["ops"]))
                 members = []
             else:
                 row = by_name[head]
                 members = group["members"]
             flops = sum(by_name[m]["flops"] for m in members)
-            memory = roofline_bytes(name, sum(by_name[m]["memory_bytes"] for m in members), sum(by_name[m]["memory_bytes_fused"] for m in members))
+            memory = roofline_bytes(result.backend, sum(by_name[m]["memory_bytes"] for m in members), sum(by_name[m]["memory_bytes_fused"] for m in members))
             row[f"{name}_time_s"] = group["time"]
             row[f"{name}_time_share"] = group["time"] / total_time if total_time else None
-            row.update(roofline_columns(flops, memory, group["time"], peaks.get(name), prefix=f"{name}_"))
+            # fp32 peaks: a precision's own compute roof is not measured yet, so efficiency is against fp32's.
+            row.update(roofline_columns(flops, memory, group["time"], peaks.get(result.backend), prefix=f"{name}_"))
+            row[f"{name}_ran_in"] = ran_in(group["ops"], result.precision)
+            if not group["known"] and row[f"{name}_ran_in"] == "conversion":
+                row["op_class"] = "conversion"
             if len(members) > 1:
                 row[f"{name}_fused_layers"] = " ".join(members[1:])
                 for member in members[1:]:
@@ -211,6 +266,7 @@ def payload(job: Any) -> dict[str, Any]:
         "spec": job.spec,
         "device": job.device,
         "backends": job.backends,
+        "measured": result_keys(job),
         "batch_sizes": list(job.profiles) or [b for b in job.batch_sizes if b],
         "input_shapes": {str(b): list(s) for b, s in job.shapes.items()},
         "threads": settings.threads,
@@ -251,7 +307,7 @@ def write_run(job: Any) -> list[Path]:
         return []
     written = [run_dir / "profile.json", run_dir / "latency.csv", run_dir / "layers.csv"]
     atomic_write(run_dir / "profile.json", json_text(payload(job)))
-    lines = ["backend,device,batch_size,allocator,run,latency_s"]
+    lines = ["backend,precision,device,batch_size,allocator,run,latency_s"]
     for result in job.results:
         timed = [(result.allocator, result.measurement)]
         if result.allocator_check is not None:
@@ -259,7 +315,7 @@ def write_run(job: Any) -> list[Path]:
         for allocator, measurement in timed:
             if measurement is not None:
                 for index, seconds in enumerate(measurement.samples_s):
-                    lines.append(f"{result.backend},{job.device},{result.batch_size},{allocator},{index},{seconds!r}")
+                    lines.append(f"{result.backend},{result.precision},{job.device},{result.batch_size},{allocator},{index},{seconds!r}")
     atomic_write(run_dir / "latency.csv", "\n".join(lines) + "\n")
     atomic_write(run_dir / "layers.csv", csv_text(layer_table(job)))
     marker = run_dir / "PARTIAL"
@@ -317,7 +373,7 @@ def plot_run(job: Any) -> list[Path]:
         return []
     batch_size = next(iter(job.profiles))
     rows = [r for r in layer_table(job) if r["batch_size"] == batch_size]
-    return _plots(job.run_dir, f"{job.model_name} on {job.device} (batch {batch_size})", job.backends, rows, job.peaks)
+    return _plots(job.run_dir, f"{job.model_name} on {job.device} (batch {batch_size})", result_keys(job), rows, job.peaks)
 
 
 _TEXT_COLUMNS = {"layer", "module_type", "op_class", "ops", "unsupported_ops", "input_shape", "output_shape", "batch_size"}
@@ -328,7 +384,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     return [
-        {k: v if k in _TEXT_COLUMNS or k.endswith(("_bound_by", "_fused_layers", "_fused_into")) else number(v) for k, v in row.items()}
+        {k: v if k in _TEXT_COLUMNS or k.endswith(("_bound_by", "_fused_layers", "_fused_into", "_ran_in")) else number(v)
+         for k, v in row.items()}
         for row in rows
     ]
 
@@ -345,7 +402,7 @@ def render_saved_run(run_dir: Path) -> list[Path]:
     first = rows[0]["batch_size"]
     rows = [r for r in rows if r["batch_size"] == first]
     peaks = {b: DevicePeaks.from_dict(d) for b, d in saved.get("roofline", {}).items()}
-    written = _plots(run_dir, f"{saved['model']} on {saved['device']} (batch {first})", saved["backends"], rows, peaks)
+    written = _plots(run_dir, f"{saved['model']} on {saved['device']} (batch {first})", saved.get("measured", saved["backends"]), rows, peaks)
     lines = [f"# {saved['model']} on {saved['device']}", "", "| backend | batch | median ms | IQR ms | p99 ms | runs | roofline eff. |",
              "|---|---|---|---|---|---|---|"]
     for r in saved["results"]:

@@ -31,6 +31,8 @@ class LoadedModel:
     onnx_path: Path | None
     input_shape: tuple[int, ...]
     source: str
+    # The element types of the file or module as it is: "int8" for a quantized ONNX file.
+    precision: str = "fp32"
     recipe: Callable[[], "LoadedModel"] | None = field(default=None, compare=False, repr=False)
 
     def portable(self) -> "LoadedModel":

@@ -1,9 +1,9 @@
 """What a run is: one settings object, built once by the command and passed down.
 
-Device, threads, measurement budget, per-layer passes, cache folder and the
-allocator choice travel together (into worker processes too, so it is plain
-picklable data), and a run records :meth:`RunSettings.to_dict` with its
-results.
+Device, threads, measurement budget, per-layer passes, cache folder, the
+allocator choice, the precision measured and how int8 is made travel
+together (into worker processes too, so it is plain picklable data), and
+a run records :meth:`RunSettings.to_dict` with its results.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 from lwprof.core.errors import LwprofError
 from lwprof.runtime.allocator import variants
 from lwprof.runtime.measure import Budget
+from lwprof.runtime.precision import FP32, PRECISIONS, Int8Recipe
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,12 @@ class RunSettings:
     layer_runs: int = 0
     cache_dir: Path = Path(".")
     allocator: str = "auto"
+    precision: str = FP32
+    int8: Int8Recipe = field(default_factory=Int8Recipe)
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise LwprofError(f"unknown precision '{self.precision}'; choose from {', '.join(PRECISIONS)}")
         if not isinstance(self.threads, int) or self.threads < 1:
             raise LwprofError(f"threads must be a positive integer, got {self.threads!r}")
         if self.layer_runs < 0:
@@ -43,6 +48,7 @@ class RunSettings:
         layer_runs: int = 0,
         cache_dir: Path | None = None,
         allocator: str = "auto",
+        int8: Int8Recipe | None = None,
     ) -> "RunSettings":
         """Defaults filled in: one thread per physical core, lwprof's cache folder."""
         from lwprof.runtime.environment import physical_cores
@@ -55,6 +61,7 @@ class RunSettings:
             layer_runs=layer_runs,
             cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
             allocator=allocator,
+            int8=int8 or Int8Recipe(),
         )
 
     def but(self, **changes: Any) -> "RunSettings":
@@ -64,6 +71,7 @@ class RunSettings:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["cache_dir"] = str(self.cache_dir)
+        data["int8"] = self.int8.to_dict()
         return data
 
 

@@ -34,8 +34,6 @@ from lwprof.core.errors import LwprofError
 from lwprof.core.text import one_line
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import numpy as np
 
     from lwprof.core.timing import LayerTiming
@@ -222,6 +220,17 @@ class Backend:
     devices: ClassVar[tuple[str, ...]] = DEVICES
     memory_view: ClassVar[str] = "eager"
     default: ClassVar[bool] = False  # measured when --backend is not given
+    # Precision -> how this runtime gets there; only these are measured.
+    precisions: ClassVar[dict[str, str]] = {"fp32": "the model as it is"}
+    # Precision -> why this runtime does not run it (shown instead of a generic line).
+    unsupported_precisions: ClassVar[dict[str, str]] = {}
+
+    def precision_problem(self, precision: str) -> str | None:
+        """None when this backend really runs ``precision``, else why not (one line)."""
+        if precision in self.precisions:
+            return None
+        why = self.unsupported_precisions.get(precision, "no way to run it is known to lwprof")
+        return f"{self.name} does not run {precision}: {why} ({self.name} runs {', '.join(self.precisions)})"
 
     def runtime_version(self) -> str:
         """The runtime's version, part of every fingerprint of what it measured."""
@@ -243,7 +252,7 @@ class Backend:
         """Load ``model`` on this runtime with input ``x`` (device and threads
         from ``settings``) and check that one inference runs; raises
         :class:`BackendSkipped` when it cannot."""
-        reason = self.unavailable_reason(settings.device)
+        reason = self.unavailable_reason(settings.device) or self.precision_problem(settings.precision)
         if reason is not None:
             raise BackendSkipped(reason)
         session = self._open(model, x, settings)
@@ -265,12 +274,13 @@ class Backend:
         :func:`~lwprof.runtime.measure.ceiling` records."""
         raise LwprofError(f"the {self.name} backend has no roofline kernels")
 
-    def stage(self, model: "LoadedModel", input_shape: Sequence[int], cache_dir: "Path") -> "Staged":
-        """What a worker process needs to open ``model`` on this runtime,
-        prepared here, in the parent process: heavy work whose result is a file
-        (an export) belongs here, so it neither runs once per worker nor leaves
-        its traces in the process that is timed. Raises
-        :class:`BackendSkipped` when this runtime cannot take the model."""
+    def stage(self, model: "LoadedModel", input_shape: Sequence[int], settings: "RunSettings") -> "Staged":
+        """What a worker process needs to open ``model`` on this runtime in
+        ``settings.precision``, prepared here, in the parent process: heavy work
+        whose result is a file (an export, a quantized model) belongs here, so it
+        neither runs once per worker nor leaves its traces in the process that is
+        timed. Raises :class:`BackendSkipped` when this runtime cannot take the
+        model."""
         return Staged(model.portable())
 
     def _package_problem(self) -> str | None:

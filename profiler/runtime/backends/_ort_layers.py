@@ -73,6 +73,8 @@ from lwprof.core.errors import LwprofError
 from lwprof.core.text import one_line
 from lwprof.core.timing import LayerTiming
 from lwprof.runtime.backends._ort_trace import EventMatcher, KernelEvent, read_trace
+from lwprof.runtime.backends._ort_conversions import Conversions
+from lwprof.runtime.precision import INT8_KERNELS
 from lwprof.counting.onnx_scopes import node_scopes
 from lwprof.counting.onnx_graph import load_onnx, session_options
 
@@ -184,7 +186,14 @@ def node_rows(optimized: "onnx.ModelProto", reference: "onnx.ModelProto") -> lis
 
     rows = []
     placed = node_scopes(optimized, reference=reference)
+    conversions = Conversions(reference, ref_layers, producer)
     for node, anchor, scope in zip(optimized.graph.node, anchors, placed):
+        kind = conversions.kind(node)
+        if kind is not None:
+            layer = conversions.layer(node) or scope.layer_name(node.op_type)
+            # A container's functional op "features.3 (add)" converted: "features.3 (add, quantize)".
+            rows.append(NodeRow(f"{layer[:-1]}, {kind})" if layer.endswith(")") else f"{layer} ({kind})"))
+            continue
         starts = [equivalent[o] for o in node.output if o in equivalent]
         inputs = {equivalent[i] for i in node.input if i in equivalent}
         covered = _walk_back(
@@ -195,6 +204,11 @@ def node_rows(optimized: "onnx.ModelProto", reference: "onnx.ModelProto") -> lis
             foreign=owned - {anchor},
         )
         layers = tuple(dict.fromkeys(ref_layers[index] for index in sorted(covered)))
+        if anchor is not None and node.op_type in INT8_KERNELS:
+            # The walk back through a QDQ graph also passes the Q/DQ pairs of the inputs:
+            # the layer is the op the int8 kernel replaced.
+            head = ref_layers[anchor]
+            layers = (head, *(layer for layer in layers if layer != head))
         if layers:
             rows.append(NodeRow(layers[0], layers if len(layers) > 1 else ()))
         else:
@@ -285,6 +299,9 @@ def _anchors(optimized: "onnx.ModelProto", reference: "onnx.ModelProto", produce
     anchors: list[int | None] = []
     for node in optimized.graph.node:
         anchor = by_name.get(node.name) if node.name else None
+        if anchor is None and node.name and node.op_type in INT8_KERNELS:
+            # QLinearConv "/features/features.3/dw/conv/Conv_token_127" replaced that Conv.
+            anchor = by_name.get(_GENERATED_SUFFIX.sub("", node.name))
         if anchor is None and node.name:
             origin = _nchwc_origin(node.name) if node.domain == NCHWC_DOMAIN else None
             if origin is not None:

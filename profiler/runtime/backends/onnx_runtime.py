@@ -55,6 +55,15 @@ class OnnxRuntimeBackend(Backend):
     install_hint = "pip install onnxruntime (onnxruntime-gpu for CUDA)"
     memory_view = "fused"  # its fused kernels keep intermediate tensors out of memory
     default = True
+    precisions = {
+        "fp32": "the exported graph as it is",
+        "int8": "static QDQ quantization (onnxruntime.quantization.quantize_static after quant_pre_process), "
+                "int8 kernels where ORT's optimizer fuses them",
+    }
+    unsupported_precisions = {
+        "bf16": "ONNX Runtime's CPU provider has no bf16 convolution kernels",
+        "fp16": "not measured yet: ONNX Runtime's CPU provider runs fp16 convolutions through inserted casts in fp32",
+    }
 
     def runtime_version(self) -> str:
         from lwprof.runtime.environment import package_version
@@ -72,21 +81,45 @@ class OnnxRuntimeBackend(Backend):
             )
         return None
 
-    def stage(self, model: "LoadedModel", input_shape: Sequence[int], cache_dir: Path) -> Staged:
-        if model.kind == "onnx":
-            return Staged(model, {"exported": False, "export_cached": None, "export_s": 0.0})
-        if model.module is None:
-            raise BackendSkipped(f"{model.name} has neither a module nor an ONNX file")
+    def stage(self, model: "LoadedModel", input_shape: Sequence[int], settings: "RunSettings") -> Staged:
         shape = tuple(int(d) for d in input_shape)
+        if model.kind == "onnx":
+            staged = Staged(model, {"exported": False, "export_cached": None, "export_s": 0.0})
+        elif model.module is None:
+            raise BackendSkipped(f"{model.name} has neither a module nor an ONNX file")
+        else:
+            try:
+                export = cached_onnx_export(model.module, model.name, shape, Path(settings.cache_dir))
+            except ExportFailed as exc:
+                raise BackendSkipped(str(exc)) from None
+            exported = replace(model, kind="onnx", module=None, onnx_path=export.path, input_shape=shape)
+            staged = Staged(exported, {"exported": True, "export_cached": export.cached, "export_s": export.export_s})
+        if settings.precision == staged.model.precision:
+            return staged
+        problem = self.precision_problem(settings.precision)
+        if problem is not None:
+            raise BackendSkipped(problem)
+        return self._quantized(staged, shape, settings)
+
+    def _quantized(self, staged: Staged, shape: tuple[int, ...], settings: "RunSettings") -> Staged:
+        """The int8 model of a staged fp32 one, what ORT runs of it in int8, and
+        how its outputs agree with fp32's on the calibration inputs."""
+        from lwprof.core.errors import LwprofError
+        from lwprof.runtime.backends._ort_quantize import precision_report, quantized_onnx
+
+        fp32_path = Path(staged.model.onnx_path)
         try:
-            export = cached_onnx_export(model.module, model.name, shape, Path(cache_dir))
-        except ExportFailed as exc:
+            path, record = quantized_onnx(fp32_path, shape, settings.int8, Path(settings.cache_dir))
+            providers = providers_for(settings.device)
+            record["layers"] = precision_report(path, settings.threads, providers)
+            record["agreement"] = _agreement(fp32_path, path, shape, settings).to_dict()
+        except LwprofError as exc:
             raise BackendSkipped(str(exc)) from None
-        exported = replace(model, kind="onnx", module=None, onnx_path=export.path, input_shape=shape)
-        return Staged(exported, {"exported": True, "export_cached": export.cached, "export_s": export.export_s})
+        model = replace(staged.model, onnx_path=path, precision=settings.precision)
+        return Staged(model, {**staged.info, "precision": settings.precision, "quantization": record})
 
     def _open(self, model: "LoadedModel", x: "np.ndarray", settings: "RunSettings") -> BackendSession:
-        staged = self.stage(model, x.shape, settings.cache_dir)  # a torch model opened here directly is exported first
+        staged = self.stage(model, x.shape, settings)  # a torch model opened here directly is exported (and quantized) first
         if staged.model.onnx_path is None:
             raise BackendSkipped(f"{model.name} names no ONNX file")
         return OnnxRuntimeSession(Path(staged.model.onnx_path), x, settings, staged.info)
@@ -168,6 +201,23 @@ class OnnxRuntimeSession(BackendSession):
 
     def close(self) -> None:
         self.session = None  # frees the runtime's memory; the session cannot run after this
+
+
+def _agreement(fp32_path: Path, other_path: Path, shape: Sequence[int], settings: "RunSettings") -> Any:
+    """Outputs of ``other_path`` against ``fp32_path``'s on the calibration inputs."""
+    import onnxruntime as ort
+
+    from lwprof.runtime.precision import agreement, calibration_inputs
+
+    options = session_options(threads=settings.threads, level=GRAPH_OPTIMIZATION_LEVEL)
+    providers = providers_for(settings.device)
+    inputs = calibration_inputs(settings.int8, shape)
+    outputs = []
+    for path in (fp32_path, other_path):
+        session = ort.InferenceSession(str(path), options, providers=providers)
+        name = session.get_inputs()[0].name
+        outputs.append([[as_float_array(o) for o in session.run(None, {name: x})] for x in inputs])
+    return agreement(outputs[0], outputs[1])
 
 
 def _peak_kernels(device: str, threads: int, budget: "Budget") -> tuple[dict[str, Any], dict[str, Any]]:

@@ -33,8 +33,6 @@ from lwprof.runtime.outputs import as_float_array, flatten_outputs
 from lwprof.runtime.threads import torch_threads
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import numpy as np
 
     from lwprof.runtime.loader import LoadedModel
@@ -51,6 +49,15 @@ class TorchBackend(Backend):
     install_hint = "pip install torch (see https://pytorch.org for the CUDA builds)"
     memory_view = "eager"  # every op reads and writes its tensors in memory
     default = True
+    precisions = {
+        "fp32": "the module as it is",
+        "bf16": "a copy of the module and its input cast to torch.bfloat16 (oneDNN's bf16 kernels where the CPU has them)",
+        "fp16": "a copy of the module and its input cast to torch.float16",
+    }
+    unsupported_precisions = {
+        "int8": "eager PyTorch runs int8 through reference quantize/dequantize kernels, which is not a deployment "
+                "path; measure int8 with --backend onnxruntime",
+    }
 
     def _device_problem(self, device: str) -> str | None:
         import torch
@@ -59,9 +66,34 @@ class TorchBackend(Backend):
             return f"torch {torch.__version__} sees no CUDA device: install a CUDA build of torch, or use --device cpu"
         return None
 
-    def stage(self, model: "LoadedModel", input_shape: Sequence[int], cache_dir: "Path") -> Staged:
+    def stage(self, model: "LoadedModel", input_shape: Sequence[int], settings: "RunSettings") -> Staged:
         self._check_kind(model)
-        return Staged(model.portable())
+        if settings.precision == model.precision:
+            return Staged(model.portable())
+        problem = self.precision_problem(settings.precision)
+        if problem is not None:
+            raise BackendSkipped(problem)
+        # The cast happens in the worker (a module does not travel); how its outputs
+        # agree with fp32's is measured here, on the same inputs the int8 check uses.
+        from lwprof.runtime.precision import agreement, calibration_inputs
+
+        if model.module is None:
+            raise BackendSkipped(f"{model.name} has no module to cast to {settings.precision}")
+        import numpy as np
+        import torch
+
+        dtype = getattr(torch, TORCH_DTYPES[settings.precision])
+        inputs = calibration_inputs(settings.int8, input_shape)
+        cast = copy.deepcopy(model.module).to(dtype)
+        outputs: list[list[list[Any]]] = [[], []]
+        with torch_threads(settings.threads), eval_mode([*model.module.modules(), *cast.modules()]), torch.inference_mode():
+            for x in inputs:
+                tensor = torch.from_numpy(np.array(x, copy=True))
+                outputs[0].append([as_float_array(t) for t in flatten_outputs(model.module(tensor), torch.Tensor)])
+                outputs[1].append([as_float_array(t) for t in flatten_outputs(cast(tensor.to(dtype)), torch.Tensor)])
+        record = {"method": self.precisions[settings.precision], "agreement": agreement(*outputs).to_dict(),
+                  "calibration": f"{len(inputs)} inputs (as for int8)"}
+        return Staged(model.portable(), {"precision": settings.precision, "quantization": record})
 
     def _open(self, model: "LoadedModel", x: "np.ndarray", settings: "RunSettings") -> BackendSession:
         self._check_kind(model)
@@ -100,6 +132,9 @@ class TorchBackend(Backend):
             )
 
 
+TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
 class TorchSession(BackendSession):
     """Eval mode and inference mode; on the CPU ``threads`` intra-op threads
     (the previous count is restored on close); on CUDA a copy of the module,
@@ -124,6 +159,8 @@ class TorchSession(BackendSession):
         # A copy, not a view of the caller's array: that array is every
         # backend's input, and a model may write into its input in place.
         tensor = torch.from_numpy(np.array(x, copy=True))
+        if settings.precision in TORCH_DTYPES and settings.precision != "fp32":
+            module = copy.deepcopy(module).to(getattr(torch, TORCH_DTYPES[settings.precision]))
         dtype = _floating_dtype(module) or tensor.dtype
         self.x = tensor.to(device=device, dtype=dtype)
         self._undo.enter_context(eval_mode(module.modules()))

@@ -1,0 +1,232 @@
+"""Precisions: selection, int8 quantization and its per-layer mapping, agreement with fp32."""
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from lwprof.cli import app
+from lwprof.commands.common import precision_targets
+from lwprof.core.errors import LwprofError
+from lwprof.runtime.backends import backend_names, get_backend
+from lwprof.runtime.backends._ort_layers import layer_timings
+from lwprof.runtime.backends._ort_quantize import precision_report, quantized_onnx
+from lwprof.runtime.export_cache import cached_onnx_export
+from lwprof.runtime.outputs import example_input
+from lwprof.runtime.precision import PRECISIONS, Int8Recipe, agreement, calibration_inputs, parse_precisions
+from lwprof.runtime.settings import RunSettings
+
+runner = CliRunner()
+
+
+class Residual(nn.Module):
+    """conv-bn-relu, then a 1x1 conv-bn whose output a residual add joins: with
+    S8S8 ORT keeps that pattern in float, with U8S8 it has int8 kernels for all of it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.project = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + self.project(x)
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+@pytest.fixture(scope="module")
+def residual_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    model = Residual().eval()
+    folder = tmp_path_factory.mktemp("cache")
+    return cached_onnx_export(model, "residual", (1, 3, 16, 16), folder).path, folder
+
+
+# ---------------------------------------------------------------- selection
+
+
+def test_parse_precisions_keeps_order_and_drops_duplicates():
+    assert parse_precisions("int8, fp32,int8") == ["int8", "fp32"]
+    assert parse_precisions(None) == ["fp32"]
+    with pytest.raises(LwprofError, match="unknown precision 'int4'; choose from fp32, bf16, fp16, int8"):
+        parse_precisions("fp32,int4")
+
+
+@pytest.mark.parametrize("name", backend_names())
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_every_backend_declares_each_precision_or_says_why_not(name, precision):
+    backend = get_backend(name)
+    assert "fp32" in backend.precisions
+    problem = backend.precision_problem(precision)
+    if precision in backend.precisions:
+        assert problem is None
+    else:
+        assert problem.startswith(f"{name} does not run {precision}: ")
+
+
+def test_an_unsupported_combination_named_by_the_user_is_an_error():
+    with pytest.raises(LwprofError, match="torch does not run int8: eager PyTorch runs int8 through reference"):
+        precision_targets(["torch", "onnxruntime"], "fp32,int8", explicit=True)
+
+
+def test_default_backends_measure_only_what_each_runs():
+    assert precision_targets(["torch", "onnxruntime"], "fp32,int8", explicit=False) == [
+        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+
+
+def test_cli_refuses_torch_int8_with_one_line_and_exit_2():
+    result = runner.invoke(app, ["profile", "mobilenet_v2_100", "--precision", "int8", "--backend", "torch"])
+    assert result.exit_code == 2
+    assert "torch does not run int8" in result.output and "Traceback" not in result.output
+
+
+def test_cli_refuses_precision_on_analytic():
+    result = runner.invoke(app, ["profile", "mobilenet_v2_100", "--analytic", "--precision", "int8"])
+    assert result.exit_code == 2 and "--precision applies to measurements" in result.output
+
+
+# ---------------------------------------------------------------- agreement
+
+
+def test_agreement_of_identical_scaled_and_orthogonal_outputs():
+    reference = [[np.array([[3.0, 4.0]])], [np.array([[1.0, 0.0]])]]  # two inputs, one output each
+    same = agreement(reference, reference)
+    assert (same.relative_error, same.cosine, same.top1_agreement) == (0.0, 1.0, 1.0)
+    # Twice the reference: |2y - y| / |y| = 1, same direction, same top-1.
+    doubled = agreement(reference, [[2 * o for o in outputs] for outputs in reference])
+    assert doubled.relative_error == pytest.approx(1.0) and doubled.cosine == pytest.approx(1.0)
+    assert doubled.top1_agreement == 1.0
+    # [4, 3] against [3, 4]: |(1, -1)| / 5 = sqrt(2)/5; cosine 24/25; the top-1 flips.
+    flipped = agreement(reference[:1], [[np.array([[4.0, 3.0]])]])
+    assert flipped.relative_error == pytest.approx(math.sqrt(2) / 5)
+    assert flipped.cosine == pytest.approx(24 / 25) and flipped.top1_agreement == 0.0
+    assert flipped.meaningful
+    orthogonal = agreement(reference[1:], [[np.array([[0.0, 1.0]])]])
+    assert orthogonal.cosine == 0.0 and not orthogonal.meaningful
+
+
+def test_agreement_without_a_classifier_output_has_no_top1():
+    segmentation = [[np.ones((1, 3, 4, 4))]]
+    assert agreement(segmentation, segmentation).top1_agreement is None
+
+
+def test_calibration_inputs_are_seeded_and_not_the_timing_input():
+    inputs = calibration_inputs(Int8Recipe(calibration_inputs=3), (1, 3, 4, 4))
+    assert len(inputs) == 3 and all(x.shape == (1, 3, 4, 4) for x in inputs)
+    assert not np.array_equal(inputs[0], example_input((1, 3, 4, 4)))
+    assert np.array_equal(inputs[0], calibration_inputs(Int8Recipe(calibration_inputs=1), (1, 3, 4, 4))[0])
+
+
+def test_calibration_data_from_npy_files(tmp_path):
+    np.save(tmp_path / "a.npy", np.zeros((1, 3, 4, 4), np.float32))
+    np.save(tmp_path / "b.npy", np.ones((2, 3, 4, 4), np.float32))  # a stack of two inputs
+    inputs = calibration_inputs(Int8Recipe(calibration_dir=tmp_path), (1, 3, 4, 4))
+    assert [float(x.mean()) for x in inputs] == [0.0, 1.0, 1.0]
+    np.save(tmp_path / "c.npy", np.ones((3, 5), np.float32))
+    with pytest.raises(LwprofError, match="c.npy has shape 3x5, not 1x3x4x4"):
+        calibration_inputs(Int8Recipe(calibration_dir=tmp_path), (1, 3, 4, 4))
+    with pytest.raises(LwprofError, match="no such folder"):
+        Int8Recipe(calibration_dir=tmp_path / "missing")
+
+
+# ---------------------------------------------------------------- int8 on ONNX Runtime
+
+
+def test_quantized_model_is_cached_and_keyed_on_the_recipe(residual_onnx):
+    path, cache = residual_onnx
+    recipe = Int8Recipe(calibration_inputs=2)
+    first, info = quantized_onnx(path, (1, 3, 16, 16), recipe, cache)
+    again, info_again = quantized_onnx(path, (1, 3, 16, 16), recipe, cache)
+    assert first == again and not info["quantize_cached"] and info_again["quantize_cached"]
+    assert info["format"] == "QDQ" and info["activation_type"] == "uint8" and info["per_channel"] is True
+    other, _ = quantized_onnx(path, (1, 3, 16, 16), Int8Recipe(scheme="s8s8", calibration_inputs=2), cache)
+    assert other != first
+
+
+@pytest.mark.parametrize("scheme", ["u8s8", "s8s8"])
+def test_every_node_of_a_quantized_graph_is_named_by_a_layer(residual_onnx, scheme):
+    path, cache = residual_onnx
+    int8, _ = quantized_onnx(path, (1, 3, 16, 16), Int8Recipe(scheme=scheme, calibration_inputs=2), cache)
+    x = example_input((1, 3, 16, 16))
+    import onnx
+
+    feed = {onnx.load(str(int8)).graph.input[0].name: x}
+    rows = layer_timings(int8, feed, threads=1, providers=["CPUExecutionProvider"], runs=1)
+    layers = [row.layer for row in rows]
+    modules = {"stem.0", "stem.1", "stem.2", "project.0", "project.1", "pool", "fc", "<root> (add)", "<root> (flatten)", "input"}
+    conversion = re.compile(r" \((?:quantize|dequantize|transpose|cast)\)$|, (?:quantize|dequantize|transpose|cast)(?=\)$)")
+    for layer in layers:
+        assert conversion.sub("", layer) in modules, layer
+    # With U8S8 the convolutions run as int8 kernels under their own names; S8S8 keeps this residual pattern in float.
+    kernel = "QLinearConv" if scheme == "u8s8" else "Conv"
+    assert any(row.layer == "stem.0" and kernel in row.ops for row in rows), [(row.layer, row.ops) for row in rows]
+    assert any(layer.endswith("(quantize)") for layer in layers)
+
+
+def test_precision_report_lists_the_layers_left_in_float(residual_onnx):
+    path, cache = residual_onnx
+    u8, _ = quantized_onnx(path, (1, 3, 16, 16), Int8Recipe(calibration_inputs=2), cache)
+    s8, _ = quantized_onnx(path, (1, 3, 16, 16), Int8Recipe(scheme="s8s8", calibration_inputs=2), cache)
+    u8_report = precision_report(u8, 1, ["CPUExecutionProvider"])
+    s8_report = precision_report(s8, 1, ["CPUExecutionProvider"])
+    assert u8_report["float_layers"] == [] and u8_report["int8_layers"] >= 3
+    floats = {entry["layer"]: entry for entry in s8_report["float_layers"]}
+    assert "project.0" in floats, s8_report
+    assert "no int8 kernel for this Conv pattern" in floats["project.0"]["reason"]
+    assert s8_report["conversion_nodes"]["DequantizeLinear"] > u8_report["conversion_nodes"].get("DequantizeLinear", 0)
+
+
+def test_onnxruntime_int8_stage_records_what_was_done_and_the_agreement(tmp_path):
+    from lwprof.runtime.loader import load_model
+
+    settings = RunSettings(device="cpu", threads=1, cache_dir=tmp_path, precision="int8", int8=Int8Recipe(calibration_inputs=4))
+    staged = get_backend("onnxruntime").stage(load_model("mobilenet_v3_small_075"), (1, 3, 224, 224), settings)
+    assert staged.model.precision == "int8" and staged.model.onnx_path.name.endswith(".onnx")
+    record = staged.info["quantization"]
+    assert record["scheme"] == "u8s8" and record["calibration"] == "4 standard-normal inputs, seeds 1-4"
+    assert record["agreement"]["inputs"] == 4 and record["agreement"]["meaningful"]
+    assert 0.9 <= record["agreement"]["cosine"] <= 1.0
+
+
+def test_torch_bf16_runs_a_cast_copy_and_agrees_with_fp32():
+    from lwprof.runtime.loader import load_model
+
+    model = load_model("mobilenet_v3_small_075")
+    settings = RunSettings(device="cpu", threads=1, precision="bf16", int8=Int8Recipe(calibration_inputs=2))
+    backend = get_backend("torch")
+    staged = backend.stage(model, model.input_shape, settings)
+    assert staged.info["precision"] == "bf16" and staged.info["quantization"]["agreement"]["cosine"] > 0.9
+    with backend.prepare(model, example_input(model.input_shape), settings) as session:
+        assert session.info["dtype"] == "bfloat16"
+        assert session.outputs()[0].shape == (1, 1000)
+    assert next(model.module.parameters()).dtype == torch.float32  # the caller's module is untouched
+
+
+def test_profile_int8_writes_per_layer_precision_and_float_layers(tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, [
+        "profile", "mobilenet_v3_small_075", "--backend", "onnxruntime", "--precision", "fp32,int8",
+        "--int8-scheme", "s8s8", "--calibration-inputs", "2", "--min-time", "0.05", "--max-time", "0.2",
+        "--layer-runs", "2", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--no-plots", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "profile.json").read_text())
+    assert saved["measured"] == ["onnxruntime", "onnxruntime_int8"]
+    int8 = saved["results"][1]
+    assert int8["precision"] == "int8" and int8["speedup_vs_fp32"] > 0
+    layers = int8["info"]["quantization"]["layers"]["float_layers"]
+    assert layers and all(entry["reason"] and entry["layer"] for entry in layers)
+    import csv
+
+    rows = list(csv.DictReader((out / "layers.csv").open()))
+    ran_in = {row["onnxruntime_int8_ran_in"] for row in rows if row.get("onnxruntime_int8_time_s")}
+    assert {"int8", "fp32", "conversion"} <= ran_in
+    assert all(row["op_class"] == "conversion" for row in rows if row.get("onnxruntime_int8_ran_in") == "conversion"
+               and row["layer"].endswith(("quantize)", "dequantize)", "transpose)")))
+    assert "backend,precision,device,batch_size,allocator,run,latency_s" == (out / "latency.csv").read_text().splitlines()[0]
