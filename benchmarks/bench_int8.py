@@ -3,8 +3,8 @@
 Target (issue "Precision"): lwprof's ONNX Runtime int8 speedup over fp32 within
 ±15% of a bare ``onnxruntime`` loop's on a model quantized by hand with the
 same settings (``reference_int8.py``: its own export, ``quant_pre_process`` +
-``quantize_static`` U8S8 per-channel MinMax on the same seeded inputs, the two
-sessions timed side by side in one fresh process).
+``quantize_static`` U8S8 per-channel MinMax on the same seeded inputs, fp32
+and int8 each timed by a bare loop in a fresh process, back to back).
 
 Usage (from the repository root)::
 
@@ -75,11 +75,18 @@ def lwprof_run(model: str, cache: Path, reports: Path, threads: int) -> dict[str
     return step
 
 
-def reference_run(model: str, threads: int, min_time: float) -> dict[str, Any]:
-    step = _run([sys.executable, str(REFERENCE), model, "--threads", str(threads), "--min-time", str(min_time)])
-    output = step.pop("output")
-    if output is not None:
-        step.update(output)
+def reference_run(model: str, folder: Path, threads: int, min_time: float) -> dict[str, Any]:
+    """fp32 then int8, each a fresh process timing one file; the speedup is their ratio."""
+    step: dict[str, Any] = {}
+    for precision in ("fp32", "int8"):
+        timed = _run([sys.executable, str(REFERENCE), "time", model, str(folder / f"{precision}.onnx"),
+                      "--threads", str(threads), "--min-time", str(min_time)])
+        output = timed.pop("output")
+        step[precision] = timed
+        if output is None:
+            return step
+        step[f"{precision}_median_s"] = output["median_s"]
+    step["speedup"] = step["fp32_median_s"] / step["int8_median_s"]
     return step
 
 
@@ -96,14 +103,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-int8-") as scratch:
         cache, reports = Path(scratch) / "cache", Path(scratch) / "reports"
         for model in args.models:
-            print(f"{model}: warming the caches", file=sys.stderr, flush=True)
+            print(f"{model}: warming the caches, quantizing the reference by hand", file=sys.stderr, flush=True)
             lwprof_run(model, cache, reports, args.threads)
+            folder = Path(scratch) / "reference" / model
+            made = _run([sys.executable, str(REFERENCE), "quantize", model, str(folder)])
+            if made.get("output") is None:
+                results[model] = {"error": made.get("error")}
+                continue
             pairs = []
             for index in range(args.pairs):
                 order = ("lwprof", "reference") if index % 2 == 0 else ("reference", "lwprof")
                 pair = {}
                 for side in order:
-                    pair[side] = lwprof_run(model, cache, reports, args.threads) if side == "lwprof" else reference_run(model, args.threads, args.min_time)
+                    pair[side] = lwprof_run(model, cache, reports, args.threads) if side == "lwprof" else reference_run(model, folder, args.threads, args.min_time)
                 if pair["lwprof"].get("speedup") and pair["reference"].get("speedup"):
                     pair["ratio"] = pair["lwprof"]["speedup"] / pair["reference"]["speedup"]
                 print(f"  pair {index + 1}: lwprof {pair['lwprof'].get('speedup')}, reference {pair['reference'].get('speedup')}",
@@ -126,6 +138,9 @@ def main() -> int:
              f"(median over {args.pairs} alternating pairs per model).", "",
              "| model | lwprof speedup | reference speedup | deviation | pair ratios | within target |", "|---|---|---|---|---|---|"]
     for model, r in results.items():
+        if "error" in r:
+            lines.append(f"| {model} | failed: {r['error']} | | | | |")
+            continue
         within = r["deviation"] is not None and abs(r["deviation"]) <= TARGET_DEVIATION
         lines.append(f"| {model} | {r['lwprof_speedup_median']:.2f}x | {r['reference_speedup_median']:.2f}x | "
                      f"{r['deviation']:+.1%} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {'yes' if within else 'no'} |")

@@ -7,12 +7,14 @@ network under test) and nothing else of lwprof: its own export
 (``torch.onnx.export``), its own ``quant_pre_process`` + ``quantize_static``
 call with the settings lwprof documents for its default (QDQ, uint8
 activations, int8 per-channel weights, MinMax on standard-normal inputs with
-seeds 1..N), its own timing loop. The two sessions are timed in alternating
-blocks in one process, so the speedup is a ratio taken side by side::
+seeds 1..N), its own timing loop, each model file timed in a fresh process
+(as lwprof times each precision in its own worker: two ONNX Runtime sessions
+in one process spin their thread pools against each other)::
 
-    python benchmarks/reference_int8.py MODEL --threads 2 [--scheme u8s8] [--min-time 3]
+    python benchmarks/reference_int8.py quantize MODEL FOLDER [--scheme u8s8]
+    python benchmarks/reference_int8.py time MODEL FOLDER/int8.onnx --threads 2 [--min-time 3]
 
-prints one JSON object.
+each printing one JSON object.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -64,44 +65,49 @@ def quantize(name: str, folder: Path, scheme: str, calibration_inputs: int) -> t
     return fp32, int8, shape
 
 
-def time_pair(fp32: Path, int8: Path, shape: tuple[int, ...], threads: int, min_time: float, block: int = 20) -> dict:
+def time_one(path: Path, shape: tuple[int, ...], threads: int, min_time: float) -> dict:
+    """A bare ``session.run`` loop on one model file, the runtime's defaults and the thread count."""
     import numpy as np
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    sessions = {k: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for k, p in (("fp32", fp32), ("int8", int8))}
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    feeds = {k: {s.get_inputs()[0].name: x} for k, s in sessions.items()}
-    for key, session in sessions.items():
-        for _ in range(10):
-            session.run(None, feeds[key])
-    samples: dict[str, list[float]] = {"fp32": [], "int8": []}
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+    for _ in range(10):
+        session.run(None, feed)
+    samples = []
     start = time.perf_counter()
-    while time.perf_counter() - start < 2 * min_time:
-        for key, session in sessions.items():
-            for _ in range(block):
-                begin = time.perf_counter()
-                session.run(None, feeds[key])
-                samples[key].append(time.perf_counter() - begin)
-    medians = {k: statistics.median(v) for k, v in samples.items()}
-    return {"fp32_median_s": medians["fp32"], "int8_median_s": medians["int8"], "speedup": medians["fp32"] / medians["int8"],
-            "runs": {k: len(v) for k, v in samples.items()}, "onnxruntime": ort.__version__}
+    while time.perf_counter() - start < min_time or len(samples) < 10:
+        begin = time.perf_counter()
+        session.run(None, feed)
+        samples.append(time.perf_counter() - begin)
+    return {"median_s": statistics.median(samples), "n": len(samples), "onnxruntime": ort.__version__}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model")
-    parser.add_argument("--threads", type=int, required=True)
-    parser.add_argument("--scheme", choices=["u8s8", "s8s8"], default="u8s8")
-    parser.add_argument("--calibration-inputs", type=int, default=16)
-    parser.add_argument("--min-time", type=float, default=3.0)
+    commands = parser.add_subparsers(dest="command", required=True)
+    make = commands.add_parser("quantize", help="export MODEL and quantize it into FOLDER (fp32.onnx, int8.onnx)")
+    make.add_argument("model")
+    make.add_argument("folder", type=Path)
+    make.add_argument("--scheme", choices=["u8s8", "s8s8"], default="u8s8")
+    make.add_argument("--calibration-inputs", type=int, default=16)
+    timing = commands.add_parser("time", help="time one ONNX file of MODEL's input shape")
+    timing.add_argument("model")
+    timing.add_argument("file", type=Path)
+    timing.add_argument("--threads", type=int, required=True)
+    timing.add_argument("--min-time", type=float, default=3.0)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="reference-int8-") as folder:
+    if args.command == "quantize":
         started = time.perf_counter()
-        fp32, int8, shape = quantize(args.model, Path(folder), args.scheme, args.calibration_inputs)
-        figures = {"quantize_s": time.perf_counter() - started, **time_pair(fp32, int8, shape, args.threads, args.min_time)}
-    print(json.dumps(figures))
+        args.folder.mkdir(parents=True, exist_ok=True)
+        quantize(args.model, args.folder, args.scheme, args.calibration_inputs)
+        print(json.dumps({"quantize_s": time.perf_counter() - started}))
+    else:
+        from lwprof.models import get_model_info
+
+        print(json.dumps(time_one(args.file, tuple(get_model_info(args.model).input_shape), args.threads, args.min_time)))
     return 0
 
 
