@@ -399,17 +399,19 @@ def compare(
     cache_dir: CacheDirOption = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the comparison plots.")] = True,
     allocator: AllocatorOption = Allocator.auto,
+    precision: PrecisionOption = "fp32",
+    int8_scheme: Int8SchemeOption = Int8Scheme.u8s8,
+    calibration_data: CalibrationDataOption = None,
+    calibration_inputs: CalibrationInputsOption = 16,
 ) -> None:
     """Which network is really fastest here, and which proxy (MACs, params, memory access, roofline) predicts it."""
     from lwprof.commands.compare import run_compare
+    from lwprof.runtime.precision import Int8Recipe
 
     settings = RunSettings.build(
-        device=device.value,
-        threads=threads,
-        budget=budget_from_options(min_time_s=min_time, max_time_s=max_time),
-        layer_runs=layer_runs,
-        cache_dir=cache_dir,
-        allocator=allocator.value,
+        device=device.value, threads=threads, budget=budget_from_options(min_time_s=min_time, max_time_s=max_time),
+        layer_runs=layer_runs, cache_dir=cache_dir, allocator=allocator.value,
+        int8=Int8Recipe(scheme=int8_scheme.value, calibration_dir=calibration_data, calibration_inputs=calibration_inputs),
     )
     code = run_compare(
         models=list(models or []),
@@ -417,6 +419,7 @@ def compare(
         family=family,
         settings=settings,
         backends=backend,
+        precisions=precision,
         batch_size=batch_size,
         sort=sort,
         fmt=fmt,

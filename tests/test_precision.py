@@ -230,3 +230,24 @@ def test_profile_int8_writes_per_layer_precision_and_float_layers(tmp_path):
     assert all(row["op_class"] == "conversion" for row in rows if row.get("onnxruntime_int8_ran_in") == "conversion"
                and row["layer"].endswith(("quantize)", "dequantize)", "transpose)")))
     assert "backend,precision,device,batch_size,allocator,run,latency_s" == (out / "latency.csv").read_text().splitlines()[0]
+
+
+def test_compare_across_precisions_reports_speedup_size_tax_and_agreement(tmp_path):
+    out = tmp_path / "cmp"
+    result = runner.invoke(app, [
+        "compare", "mobilenet_v3_small_075", "shufflenet_v2_050", "--backend", "onnxruntime", "--precision", "fp32,int8",
+        "--calibration-inputs", "2", "--min-time", "0.05", "--max-time", "0.2", "--layer-runs", "2",
+        "--cache-dir", str(tmp_path / "cache"), "--out", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads((out / "compare.json").read_text())
+    assert payload["backends"] == ["onnxruntime", "onnxruntime_int8"] and payload["precisions"] == ["fp32", "int8"]
+    for row in payload["rows"]:
+        assert row["onnxruntime_int8_speedup_vs_fp32"] == pytest.approx(
+            row["onnxruntime_median_s"] / row["onnxruntime_int8_median_s"])
+        # int8 weights: a quarter of the bytes, plus scales and zero points
+        assert 2.5 < row["onnxruntime_int8_size_ratio"] < 4.0
+        assert 0 < row["onnxruntime_int8_conversion_time_share"] < 1
+        assert 0.9 <= row["onnxruntime_int8_cosine_vs_fp32"] <= 1.0
+    summary = (out / "summary.md").read_text()
+    assert "onnxruntime_int8 speedup | size | conversions | cosine | top-1 agree | float layers" in summary
+    assert (out / "precision_speedup.png").exists()

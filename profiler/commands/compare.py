@@ -20,13 +20,14 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from lwprof.commands.common import EXIT_INTERRUPTED, claim_out_dir, start
+from lwprof.commands.common import EXIT_INTERRUPTED, claim_out_dir, precision_targets, start
 from lwprof.core.errors import LwprofError
 from lwprof.reports import console as output
 from lwprof.reports.compare_report import PROXIES, PROXY_TITLES, correlations, model_row, render, safe_name
 from lwprof.reports.console import Column, OutputFormat
 from lwprof.reports.console import cell as _fmt
 from lwprof.reports.files import csv_text, json_text
+from lwprof.runtime.precision import PRECISIONS
 from lwprof.runtime.settings import RunSettings
 
 # ---------------------------------------------------------------------------
@@ -56,10 +57,13 @@ def select_models(models: Sequence[str], all_models: bool, family: str | None) -
 
 
 class CompareRun:
-    def __init__(self, specs: list[str], *, settings: RunSettings, backends: list[str], batch_size: int | None, out: Path):
+    def __init__(self, specs: list[str], *, settings: RunSettings, backends: list[str], batch_size: int | None, out: Path,
+                 targets: list[tuple[str, str]] | None = None):
         self.specs = specs
         self.settings = settings
-        self.backends = backends
+        self.targets = targets or [(backend, settings.precision) for backend in backends]
+        # Column prefixes: a backend, or backend_precision for a precision other than fp32.
+        self.backends = list(dict.fromkeys(b if p == "fp32" else f"{b}_{p}" for b, p in self.targets))
         self.batch_size = batch_size
         self.out = out
         self.rows: list[dict[str, Any]] = []
@@ -83,8 +87,9 @@ class CompareRun:
             for index, spec in enumerate(self.specs):
                 progress.update(task, description=f"model {index + 1} of {len(self.specs)}: {spec}")
                 job = LatencyJob(
-                    spec, settings=self.settings, backends=self.backends, batch_sizes=[self.batch_size], input_shape=None,
-                    reports_dir=self.out, out=self.out / "models" / safe_name(spec),
+                    spec, settings=self.settings, backends=list(dict.fromkeys(b for b, _ in self.targets)),
+                    batch_sizes=[self.batch_size], input_shape=None, reports_dir=self.out,
+                    out=self.out / "models" / safe_name(spec), precisions=self.targets,
                 )
                 try:
                     job.run()
@@ -116,6 +121,7 @@ class CompareRun:
             "models": [r["model"] for r in self.rows],
             "device": self.device,
             "backends": self.backends,
+            "precisions": sorted({p for _, p in self.targets}, key=PRECISIONS.index),
             "batch_size": self.batch_size,
             "threads": self.settings.threads,
             "budget": {"min_time_s": self.settings.budget.min_time_s, "max_time_s": self.settings.budget.max_time_s,
@@ -143,12 +149,14 @@ class CompareRun:
 
 
 def run_compare(*, models: list[str], all_models: bool, family: str | None, settings: RunSettings, backends: str | None,
-                batch_size: int | None, sort: str, fmt: OutputFormat, out: Path | None, plots: bool) -> int:
+                batch_size: int | None, sort: str, fmt: OutputFormat, out: Path | None, plots: bool,
+                precisions: str | None = None) -> int:
     chosen = start(settings, backends)
+    targets = precision_targets(chosen, precisions, explicit=backends is not None)
     specs = select_models(models, all_models, family)
     target = out or Path("reports") / f"compare-{settings.device}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     claim_out_dir(target, "a comparison")
-    run = CompareRun(specs, settings=settings, backends=chosen, batch_size=batch_size, out=target)
+    run = CompareRun(specs, settings=settings, backends=chosen, batch_size=batch_size, out=target, targets=targets)
     try:
         run.run()
     except KeyboardInterrupt:
@@ -199,6 +207,9 @@ def print_compare(payload: dict[str, Any], fmt: OutputFormat, sort: str) -> None
         ]
         if any(r.get(f"{b}_tuned_median_s") for r in rows):
             columns.append(Column(f"{b}_tuned_median_s", "tuned ms", ms, "right"))
+        if any(r.get(f"{b}_speedup_vs_fp32") for r in rows):
+            columns += [Column(f"{b}_speedup_vs_fp32", "vs fp32", lambda v: _fmt(v, 1, 2, "x"), "right"),
+                        Column(f"{b}_cosine_vs_fp32", "cosine", lambda v: _fmt(v, 1, 3), "right")]
     columns.append(Column("published_top1_percent", "top-1 %", lambda v: _fmt(v, 1, 1), "right"))
     output.emit(rows, columns, OutputFormat.table, title=f"compare on {payload['device']} ({payload['threads']} threads)")
     correlation_columns = [Column("backend", "Spearman ρ of latency with"), Column("models", "models", str, "right")]

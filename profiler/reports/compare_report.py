@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from lwprof.core.stats import spearman
 from lwprof.reports.console import cell as fmt
-from lwprof.reports.profile_run import summary_rows
+from lwprof.reports.profile_run import layer_table, summary_rows
 
 PROXIES = ("macs", "params", "memory_bytes", "memory_bytes_fused", "roofline_bound_s")
 PROXY_TITLES = {
@@ -63,8 +63,9 @@ def model_row(job: Any, spec: str) -> dict[str, Any]:
         row.update({k: totals[k] for k in ("params", "macs", "flops", "memory_bytes", "memory_bytes_fused")})
         row["arithmetic_intensity_flops_per_byte"] = totals["arithmetic_intensity"]
         row["input_shape"] = "x".join(map(str, profile.input_shape))
-    for summary in summary_rows(job):
-        backend = summary["backend"]
+    layers = layer_table(job)
+    for summary, result in zip(summary_rows(job), job.results):
+        backend = result.key
         if summary.get("median_s") is None:
             row[f"{backend}_skipped"] = summary.get("skipped")
             continue
@@ -72,7 +73,28 @@ def model_row(job: Any, spec: str) -> dict[str, Any]:
                     "allocator", "minor_page_faults_per_pass", "tuned_median_s", "allocator_tax"):
             row[f"{backend}_{key}"] = summary.get(key)
         row[f"{backend}_noisy"] = summary.get("noisy")
+        if result.precision != "fp32":
+            row.update(_precision_columns(backend, summary, result, layers))
     return row
+
+
+def _precision_columns(key: str, summary: dict[str, Any], result: Any, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """Speedup over fp32, how much smaller the model is, the share of time in
+    precision conversions, and the agreement with fp32."""
+    import os
+
+    columns = {f"{key}_{name}": summary.get(name) for name in
+               ("speedup_vs_fp32", "relative_error_vs_fp32", "cosine_vs_fp32", "top1_agreement", "outputs_meaningful", "float_layers")}
+    record = result.info.get("quantization") or {}
+    paths = record.get("fp32_onnx_path"), record.get("int8_onnx_path")
+    if all(paths) and all(os.path.exists(p) for p in paths):
+        columns[f"{key}_size_ratio"] = os.path.getsize(paths[0]) / os.path.getsize(paths[1])
+    elif result.precision in ("bf16", "fp16"):
+        columns[f"{key}_size_ratio"] = 2.0  # every float parameter from 4 bytes to 2
+    times = [(r.get(f"{key}_time_s") or 0.0, r.get(f"{key}_ran_in")) for r in layers]
+    total = sum(t for t, _ in times)
+    columns[f"{key}_conversion_time_share"] = sum(t for t, kind in times if kind == "conversion") / total if total else None
+    return columns
 
 
 def correlations(rows: list[dict[str, Any]], backends: Sequence[str]) -> list[dict[str, Any]]:
@@ -127,7 +149,8 @@ def _op_class_shares(model_dir: Path, backend: str) -> dict[str, dict[str, float
 
 def render(out: Path) -> list[Path]:
     """Plots and summary.md of a compare directory, from its saved files only."""
-    from lwprof.reports.plots import plot_accuracy_vs_latency, plot_class_shares, plot_models_roofline, plot_proxy_scatter
+    from lwprof.reports.plots import (plot_accuracy_vs_latency, plot_class_shares, plot_models_roofline, plot_precision_speedup,
+                                      plot_proxy_scatter)
     from lwprof.runtime.roofline import DevicePeaks
 
     payload = json.loads((out / "compare.json").read_text())
@@ -155,10 +178,40 @@ def render(out: Path) -> list[Path]:
             for backend, data in json.loads(profile_path.read_text()).get("roofline", {}).items():
                 peaks.setdefault(backend, DevicePeaks.from_dict(data))
     if peaks and timed_backends:
-        written += plot_models_roofline(rows, timed_backends, peaks, out / "roofline_models", payload["device"])
+        written += plot_models_roofline(rows, [b for b in timed_backends if b in peaks], peaks, out / "roofline_models",
+                                        payload["device"])
+    lowered = precision_keys(payload)
+    if lowered:
+        written += plot_precision_speedup(rows, lowered, out / "precision_speedup", payload["device"])
     summary = out / "summary.md"
     summary.write_text(summary_markdown(payload, [p for p in written if p.suffix == ".png"]))
     return written + [summary]
+
+
+def precision_keys(payload: dict[str, Any]) -> list[str]:
+    """The columns measured in a precision other than fp32 (``onnxruntime_int8``)."""
+    return [k for k in payload["backends"] if any(r.get(f"{k}_speedup_vs_fp32") for r in payload["rows"])]
+
+
+def _precision_markdown(payload: dict[str, Any]) -> list[str]:
+    keys = precision_keys(payload)
+    if not keys:
+        return []
+    lines = ["", "Lower precision against fp32 on the same backend (speedup: fp32 latency / this latency; size: the fp32 "
+             "model file over this one; conversions: share of per-layer time in quantize/dequantize/cast/layout nodes; "
+             "agreement on the calibration inputs):", "",
+             "| model | " + " | ".join(f"{k} speedup | size | conversions | cosine | top-1 agree | float layers" for k in keys) + " |",
+             "|---|" + "---|---|---|---|---|---|" * len(keys)]
+    for r in payload["rows"]:
+        cells = [r["model"]]
+        for k in keys:
+            meaningful = r.get(f"{k}_outputs_meaningful")
+            cells += [fmt(r.get(f"{k}_speedup_vs_fp32"), 1, 2, "x"), fmt(r.get(f"{k}_size_ratio"), 1, 1, "x"),
+                      fmt(r.get(f"{k}_conversion_time_share"), 0.01, 1, "%"),
+                      fmt(r.get(f"{k}_cosine_vs_fp32"), 1, 3) + (" (meaningless)" if meaningful in (False, "False") else ""),
+                      fmt(r.get(f"{k}_top1_agreement"), 0.01, 0, "%"), fmt(r.get(f"{k}_float_layers"), 1, 0)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
@@ -197,6 +250,7 @@ def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
     lines.append("|---|---|" + "---|" * len(PROXIES))
     for c in payload["correlations"]:
         lines.append(f"| {c['backend']} | {c['models']} | " + " | ".join(fmt(c[f'rho_{p}'], 1, 3) for p in PROXIES) + " |")
+    lines += _precision_markdown(payload)
     wall = payload.get("wall_time_split_s") or {}
     if wall:
         lines += ["", "Wall time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in wall.items())]

@@ -221,6 +221,27 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], backends: list[str], st
     return _save(fig, stem)
 
 
+def plot_precision_speedup(rows: list[dict[str, Any]], keys: list[str], stem: Path, device: str) -> list[Path]:
+    """Per model, the latency speedup of each precision over fp32 on the same
+    backend (bars; 1 = no gain), models in the rows' order, the size ratio named."""
+    plt = _pyplot()
+    models = [r for r in rows if any(r.get(f"{k}_speedup_vs_fp32") for k in keys)]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(models) * len(keys) + 1.5))
+    height = 0.8 / len(keys)
+    for index, key in enumerate(keys):
+        positions = [i + index * height for i in range(len(models))]
+        values = [float(r.get(f"{key}_speedup_vs_fp32") or 0) for r in models]
+        ax.barh(positions, values, height=height, label=key.replace("_", " "), color=plt.cm.tab10(index % 10))
+    ax.axvline(1.0, color="black", linewidth=1)
+    ax.set_yticks([i + 0.4 - height / 2 for i in range(len(models))], [r["model"] for r in models], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel(f"speedup over fp32 on the same backend, {device} (measured; > 1: faster)")
+    ax.set_title("What lower precision buys each model here")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, stem)
+
+
 def plot_class_shares(shares: dict[tuple[str, str], dict[str, dict[str, float]]], groups: list[str], stem: Path, device: str) -> list[Path]:
     """Per model and backend: stacked bars of time share by op class next to the
     FLOP share of the same classes ("FLOPs are not latency")."""
