@@ -15,6 +15,11 @@ from typing import Annotated, Optional
 import typer
 
 from lwprof import __version__
+from lwprof.cli_options import (
+    Allocator, AllocatorOption, BackendOption, BatchSizeOption, CacheDirOption, CalibrationDataOption, CalibrationInputsOption,
+    Device, DeviceOption, DType, FormatOption, InputShapeOption, Int8Scheme, Int8SchemeOption, PrecisionOption,
+    SortKey, ThreadsOption,
+)
 from lwprof.core.errors import LwprofError
 from lwprof.reports.console import OutputFormat
 from lwprof.runtime.settings import RunSettings, budget_from_options
@@ -27,94 +32,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-
-class Device(str, enum.Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-
-
-# Shared option types: every command spells these the same way.
-FormatOption = Annotated[
-    OutputFormat,
-    typer.Option("--format", "-f", help="Output on stdout: a rich table, or csv/json for piping."),
-]
-
-
-InputShapeOption = Annotated[
-    Optional[str],
-    typer.Option("--input-shape", help="Input shape, e.g. 1,3,224,224 (default: the model's own)."),
-]
-BatchSizeOption = Annotated[
-    Optional[str],
-    typer.Option("--batch-size", help="Replace the batch dimension; measurements take a list, e.g. 1,8,32."),
-]
-DeviceOption = Annotated[Device, typer.Option("--device", "-d", help="Where to measure: cpu, or cuda when available.")]
-BackendOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--backend",
-        "-b",
-        help="Comma-separated runtimes to measure: torch, onnxruntime, or one a package adds through the lwprof.backends "
-        "entry point (default: the built-in ones).",
-    ),
-]
-ThreadsOption = Annotated[
-    Optional[int], typer.Option("--threads", min=1, help="CPU threads for every backend (default: all physical cores).")
-]
-CacheDirOption = Annotated[
-    Optional[Path],
-    typer.Option("--cache-dir", help="ONNX exports and device peaks (default: $LWPROF_CACHE_DIR or ~/.cache/lwprof)."),
-]
-class Allocator(str, enum.Enum):
-    auto = "auto"
-    default = "default"
-    tuned = "tuned"
-    both = "both"
-
-
-AllocatorOption = Annotated[
-    Allocator,
-    typer.Option(
-        "--allocator",
-        help="C allocator of the timed process: default (the plain process, as a user's own), tuned (glibc mmap/trim "
-        "thresholds raised), both, or auto: default, plus tuned when the default page-faults every pass.",
-    ),
-]
-PrecisionOption = Annotated[str, typer.Option("--precision", help="Precisions to measure: fp32, bf16, fp16, int8 "
-                             "(comma-separated; each backend runs those it really supports).")]
-
-
-class Int8Scheme(str, enum.Enum):
-    u8s8 = "u8s8"
-    s8s8 = "s8s8"
-
-
-Int8SchemeOption = Annotated[Int8Scheme, typer.Option("--int8-scheme", help="int8 activation x weight types: u8s8 (default; "
-                             "on x86 ORT quantizes every conv of a residual net) or s8s8 (ORT's own default).")]
-CalibrationDataOption = Annotated[
-    Optional[Path], typer.Option("--calibration-data", help="Folder of .npy inputs to calibrate int8 on (default: seeded random).")]
-CalibrationInputsOption = Annotated[
-    int, typer.Option("--calibration-inputs", min=1, help="Seeded random inputs to calibrate int8 on and check agreement with.")]
-OutOption = Annotated[
-    Optional[Path],
-    typer.Option("--out", help="Also write the result files (layers.csv, profile.json) into this directory."),
-]
-
-
-class DType(str, enum.Enum):
-    float32 = "float32"
-    float16 = "float16"
-    bfloat16 = "bfloat16"
-
-
-class SortKey(str, enum.Enum):
-    order = "order"
-    params = "params"
-    macs = "macs"
-    flops = "flops"
-    memory_bytes = "memory_bytes"
-    memory_bytes_fused = "memory_bytes_fused"
-    arithmetic_intensity = "arithmetic_intensity"
 
 
 def _version(value: bool) -> None:
@@ -302,12 +219,13 @@ def device(
     refresh: Annotated[bool, typer.Option("--refresh", help="Measure again even when cached.")] = False,
     cache_dir: CacheDirOption = None,
     fmt: FormatOption = OutputFormat.table,
+    precision: PrecisionOption = "fp32",
 ) -> None:
-    """Peak compute (large GEMM) and memory bandwidth (large copy) of this device per backend: the roofline."""
+    """Peak compute (large GEMM, per precision) and memory bandwidth (large copy) of this device per backend: the roofline."""
     from lwprof.commands.device import run_device
 
     settings = RunSettings.build(device=device.value, threads=threads, cache_dir=cache_dir)
-    run_device(settings=settings, backends=backend, refresh=refresh, fmt=fmt)
+    run_device(settings=settings, backends=backend, refresh=refresh, fmt=fmt, precisions=precision)
 
 
 class HardwareConfig(str, enum.Enum):
@@ -348,17 +266,22 @@ def guidelines(
     cache_dir: CacheDirOption = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write one plot per table.")] = True,
     allocator: AllocatorOption = Allocator.default,
+    precision: Annotated[str, typer.Option("--precision", help="The one precision every network runs in: fp32, bf16, "
+                                           "fp16 or int8 (each backend named must run it).")] = "fp32",
+    int8_scheme: Int8SchemeOption = Int8Scheme.u8s8,
+    calibration_inputs: CalibrationInputsOption = 16,
 ) -> None:
     """Check ShuffleNet V2's guidelines G1-G4 on this machine, beside the paper's Tables 1-4."""
     from lwprof.commands.guidelines import guideline_budget, run_guidelines
+    from lwprof.runtime.precision import Int8Recipe, parse_precisions
 
+    chosen = parse_precisions(precision)
+    if len(chosen) != 1:
+        raise LwprofError(f"--precision {precision}: guidelines run one precision at a time (each is a run of its own)")
     settings = RunSettings.build(
-        device=device.value,
-        threads=threads,
-        budget=guideline_budget(quick, min_time, max_time),
-        cache_dir=cache_dir,
-        allocator=allocator.value,
-    )
+        device=device.value, threads=threads, budget=guideline_budget(quick, min_time, max_time), cache_dir=cache_dir,
+        allocator=allocator.value, int8=Int8Recipe(scheme=int8_scheme.value, calibration_inputs=calibration_inputs),
+    ).but(precision=chosen[0])
     code = run_guidelines(
         tables=tables,
         settings=settings,

@@ -249,5 +249,110 @@ def test_compare_across_precisions_reports_speedup_size_tax_and_agreement(tmp_pa
         assert 0 < row["onnxruntime_int8_conversion_time_share"] < 1
         assert 0.9 <= row["onnxruntime_int8_cosine_vs_fp32"] <= 1.0
     summary = (out / "summary.md").read_text()
-    assert "onnxruntime_int8 speedup | size | conversions | cosine | top-1 agree | float layers" in summary
+    assert "onnxruntime_int8 speedup | size | memory | conversions | cosine | top-1 agree | float layers" in summary
     assert (out / "precision_speedup.png").exists()
+
+
+# ---------------------------------------------------------------- bytes per precision
+
+
+def _qdq_conv_graph():
+    """float x -> QuantizeLinear -> QLinearConv (3->4 channels, 3x3, pad 1, per-channel int8
+    weights, int32 bias) -> DequantizeLinear -> float y, on 1x3x8x8."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [
+        numpy_helper.from_array(np.array(0.05, np.float32), "x_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "x_zp"),
+        numpy_helper.from_array(rng.integers(-127, 127, (4, 3, 3, 3)).astype(np.int8), "w"),
+        numpy_helper.from_array(np.full(4, 0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(4, np.int8), "w_zp"),
+        numpy_helper.from_array(np.array(0.1, np.float32), "y_scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "y_zp"),
+        numpy_helper.from_array(np.zeros(4, np.int32), "bias"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zp"], ["xq"], name="/conv/QuantizeLinear"),
+        helper.make_node("QLinearConv", ["xq", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "bias"], ["yq"],
+                         name="/conv/Conv", pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
+        helper.make_node("DequantizeLinear", ["yq", "y_scale", "y_zp"], ["y"], name="/conv/DequantizeLinear"),
+    ]
+    graph = helper.make_graph(nodes, "qconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_int8_graph_is_counted_at_one_byte_per_element_with_scales_and_zero_points():
+    from lwprof.counting.onnx_count import analyze_onnx
+
+    profile = analyze_onnx(_qdq_conv_graph())
+    assert profile.unsupported_ops == {}
+    by_op = {op.op: op for op in profile.ops}
+    quantize, conv, dequantize = by_op["QuantizeLinear"], by_op["QLinearConv"], by_op["DequantizeLinear"]
+    # Per-tensor scales and zero points are rank-0 constants: kernel arguments, as everywhere in lwprof.
+    # read 192 floats (768 B), write 192 uint8 = 960 B; 2 FLOPs per element
+    assert (quantize.memory_bytes, quantize.flops, quantize.op_class) == (960, 384, "conversion")
+    # 192 (uint8 x) + 108 (int8 weights 4*3*3*3) + 16 (4 per-channel fp32 scales) + 4 (4 int8 zero
+    # points) + 16 (4 int32 biases) + 256 (uint8 output 4*8*8) = 592 B
+    assert conv.memory_bytes == 592
+    # 4*8*8 outputs * 3*3*3 = 6,912 MACs; 2*6,912 + 256 bias adds + 2*256 to requantize = 14,592 FLOPs
+    assert (conv.macs, conv.flops) == (6912, 14592)
+    # read 256 uint8, write 256 floats (1,024 B) = 1,280 B
+    assert (dequantize.memory_bytes, dequantize.flops) == (1280, 512)
+
+
+def test_bf16_is_counted_at_two_bytes_per_element(tmp_path):
+    from lwprof.commands.common import count
+    from lwprof.runtime.loader import load_model
+
+    model = load_model("mobilenet_v3_small_075")
+    fp32 = count(model).totals
+    settings = RunSettings(device="cpu", threads=1, precision="bf16", int8=Int8Recipe(calibration_inputs=1))
+    analytic = get_backend("torch").stage(model, model.input_shape, settings).info["quantization"]["analytic"]
+    # every tensor of the network is floating point: 2 bytes per element instead of 4
+    assert analytic["memory_bytes"] * 2 == fp32["memory_bytes"]
+    assert analytic["macs"] == fp32["macs"] and analytic["conversion_memory_bytes"] == 0
+
+
+# ---------------------------------------------------------------- roofline and the other commands
+
+
+def test_int8_roof_is_an_integer_gemm_and_its_own_cache_entry(tmp_path):
+    from lwprof.runtime.measure import GEMM_SIZE, Budget
+    from lwprof.runtime.roofline import device_fingerprint
+
+    budget = Budget(warmup=1, warmup_time_s=0.0, min_time_s=0.0, max_time_s=0.0, min_samples=1)
+    settings = RunSettings(device="cpu", threads=1, cache_dir=tmp_path, precision="int8", budget=budget)
+    gemm, copy = get_backend("onnxruntime").peak_kernels(settings)
+    n = GEMM_SIZE["cpu"]
+    assert gemm["kernel"] == f"MatMulInteger {n}x{n} u8s8" and gemm["flops"] == 2 * n**3  # 2*2048**3 = 17,179,869,184
+    assert copy["bytes"] > 0
+    assert device_fingerprint(settings, "onnxruntime") != device_fingerprint(settings.but(precision="fp32"), "onnxruntime")
+
+
+def test_guidelines_run_one_precision_every_named_backend_runs():
+    result = runner.invoke(app, ["guidelines", "--quick", "--precision", "fp32,int8"])
+    assert result.exit_code == 2 and "guidelines run one precision at a time" in result.output
+    result = runner.invoke(app, ["guidelines", "--quick", "--precision", "int8", "--backend", "torch"])
+    assert result.exit_code == 2 and "torch does not run int8" in result.output
+
+
+def test_device_lists_each_precision_a_named_backend_runs():
+    result = runner.invoke(app, ["device", "--backend", "torch", "--precision", "int8"])
+    assert result.exit_code == 2 and "torch does not run int8" in result.output
+
+
+def test_onnxruntime_fp16_shows_what_the_cpu_provider_ran_in_fp32(tmp_path):
+    from lwprof.runtime.loader import load_model
+
+    settings = RunSettings(device="cpu", threads=1, cache_dir=tmp_path, precision="fp16", int8=Int8Recipe(calibration_inputs=2))
+    staged = get_backend("onnxruntime").stage(load_model("mobilenet_v3_small_075"), (1, 3, 224, 224), settings)
+    assert staged.model.precision == "fp16" and ".fp16-" in staged.model.onnx_path.name
+    layers = staged.info["quantization"]["layers"]
+    assert isinstance(layers["precision_really_used"], bool)
+    for entry in layers["float_layers"]:
+        assert "has no fp16 kernel for" in entry["reason"], entry
+    if layers["float_layers"]:  # the fallback goes through casts ORT inserted
+        assert layers["conversion_nodes"]["Cast"] > 0
+    assert staged.info["quantization"]["agreement"]["cosine"] > 0.99  # fp16 rounding only

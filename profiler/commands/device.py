@@ -4,28 +4,30 @@ from __future__ import annotations
 
 from typing import Any
 
-from lwprof.commands.common import start
+from lwprof.commands.common import precision_targets, start
 from lwprof.reports import console as output
 from lwprof.reports.console import Column, OutputFormat
 from lwprof.runtime.settings import RunSettings
 
 
-def device_rows(settings: RunSettings, backends: list[str], refresh: bool) -> list[dict[str, Any]]:
+def device_rows(settings: RunSettings, backends: list[str], refresh: bool,
+                targets: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     from lwprof.runtime.backends import get_backend
     from lwprof.runtime.roofline import load_or_measure
 
     device, threads = settings.device, settings.threads
     rows = []
-    for name in backends:
+    for name, precision in targets or [(b, settings.precision) for b in backends]:
         reason = get_backend(name).unavailable_reason(device)
         if reason is not None:
             output.warn(f"{name}: skipped ({reason})")
             continue
-        with output.stderr.status(f"{name}: measuring peak GEMM and copy bandwidth on {device} ({threads} threads)"):
-            peaks, cached = load_or_measure(name, settings, refresh=refresh)
+        with output.stderr.status(f"{name}: measuring peak {precision} GEMM and copy bandwidth on {device} ({threads} threads)"):
+            peaks, cached = load_or_measure(name, settings.but(precision=precision), refresh=refresh)
         rows.append(
             {
                 "backend": name,
+                "precision": precision,
                 "device": device,
                 "threads": threads,
                 "peak_flops_per_s": peaks.peak_flops_per_s,
@@ -41,10 +43,12 @@ def device_rows(settings: RunSettings, backends: list[str], refresh: bool) -> li
     return rows
 
 
-def run_device(*, settings: RunSettings, backends: str | None, refresh: bool, fmt: OutputFormat) -> None:
-    rows = device_rows(settings, start(settings, backends), refresh)
+def run_device(*, settings: RunSettings, backends: str | None, refresh: bool, fmt: OutputFormat, precisions: str | None = None) -> None:
+    chosen = start(settings, backends)
+    rows = device_rows(settings, chosen, refresh, precision_targets(chosen, precisions, explicit=backends is not None))
     columns = [
         Column("backend", "backend"),
+        Column("precision", "precision"),
         Column("device", "device"),
         Column("threads", "threads", str, "right"),
         Column("peak_flops_per_s", "peak GFLOP/s", lambda v: f"{v / 1e9:.1f}", "right"),

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lwprof.commands.common import EXIT_INTERRUPTED, parse_int_list, start
+from lwprof.commands.common import EXIT_INTERRUPTED, parse_int_list, precision_targets, start
 from lwprof.core.errors import LwprofError
 from lwprof.core.stats import Measurement
 from lwprof.reports import console as output
@@ -166,6 +166,7 @@ class GuidelinesRun:
             "widths": cfg.widths,
             "input_shape": list(analytic["shape"]),
             "backend": backend_name,
+            "precision": self.settings.precision,
             "device": self.device,
             "threads": self.threads,
             "allocator": self.allocator,
@@ -233,6 +234,7 @@ def run_guidelines(
     from lwprof.models.guidelines import SCALES, table_numbers
 
     chosen = start(settings, backends)
+    precision_targets(chosen, settings.precision, explicit=True)  # every backend must run the precision
     if settings.allocator not in ("default", "tuned"):
         raise LwprofError(f"--allocator {settings.allocator}: guidelines time each network once, with the default or the tuned allocator")
     selected_tables = parse_int_list(tables, "--tables", tuple(table_numbers()))

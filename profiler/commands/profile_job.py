@@ -100,18 +100,21 @@ class LatencyJob:
         from lwprof.runtime.roofline import load_or_measure
 
         started = time.perf_counter()
-        for backend in self.backends:
+        # fp32's roof for every backend (the float layers of any model), and each other precision's own.
+        wanted = dict.fromkeys([(b, "fp32") for b in self.backends] + list(self.targets))
+        for backend, precision in wanted:
+            key = backend if precision == "fp32" else f"{backend}_{precision}"
             if get_backend(backend).unavailable_reason(self.device) is not None:
                 continue
             try:
-                with console.stderr.status(f"measuring {backend} peak compute and bandwidth on {self.device}"):
-                    peaks, cached = load_or_measure(backend, self.settings)
+                with console.stderr.status(f"measuring {backend} {precision} peak compute and bandwidth on {self.device}"):
+                    peaks, cached = load_or_measure(backend, self.settings.but(precision=precision))
             except LwprofError as exc:
-                self.peak_notes[backend] = str(exc)
-                console.warn(f"{backend}: no roofline ({exc})")
+                self.peak_notes[key] = str(exc)
+                console.warn(f"{key}: no roofline ({exc})")
                 continue
-            self.peaks[backend] = peaks
-            self.peak_notes[backend] = "cached" if cached else "measured"
+            self.peaks[key] = peaks
+            self.peak_notes[key] = "cached" if cached else "measured"
         self.timings["peaks_s"] += time.perf_counter() - started
 
     def _measure_backends(self, loaded: Any, batch_size: int) -> None:
@@ -139,10 +142,9 @@ class LatencyJob:
                 self.timings["prepare_s"] += time.perf_counter() - started
             primary, *more = variants(self.settings.allocator)
             result.info = dict(staged.info)
-            agreement_note = _agreement_note(result)
-            if agreement_note is not None:
-                result.warnings.append(agreement_note)
-                console.warn(agreement_note)
+            for note in _precision_notes(result):
+                result.warnings.append(note)
+                console.warn(note)
             reply = self._in_worker(result, staged, primary, layer_runs=self.settings.layer_runs, outputs=True)
             if reply is None:
                 result.skipped = "interrupted before timing"
@@ -242,14 +244,22 @@ def _label(result: BackendResult, device: str, allocator: str) -> str:
     return f"{result.backend}{precision} {device} batch {result.batch_size}" + ("" if allocator == DEFAULT else f" ({allocator} allocator)")
 
 
-def _agreement_note(result: BackendResult) -> str | None:
-    """A warning when a precision's outputs no longer mean anything (their
-    cosine with fp32's below the threshold on some calibration input)."""
-    record = (result.info.get("quantization") or {}).get("agreement")
-    if not record or record.get("meaningful", True):
-        return None
-    return (f"{result.key}: outputs are meaningless against fp32 (worst cosine {record['worst_cosine']:.3f} < "
-            f"{record['meaningful_cosine']}); its latency is reported, flagged")
+def _precision_notes(result: BackendResult) -> list[str]:
+    """Warnings when a precision's outputs no longer mean anything (their
+    cosine with fp32's below the threshold on some calibration input), and
+    when the runtime did not really run most of the model in it."""
+    record = result.info.get("quantization") or {}
+    notes = []
+    agreement = record.get("agreement")
+    if agreement and not agreement.get("meaningful", True):
+        notes.append(f"{result.key}: outputs are meaningless against fp32 (worst cosine {agreement['worst_cosine']:.3f} < "
+                     f"{agreement['meaningful_cosine']}); its latency is reported, flagged")
+    layers = record.get("layers") or {}
+    if layers.get("precision_really_used") is False:
+        notes.append(f"{result.key}: {result.precision} was not really used: ONNX Runtime ran {len(layers['float_layers'])} "
+                     f"layers in fp32 through {layers['conversion_nodes'].get('Cast', 0)} inserted casts, against "
+                     f"{layers.get('fp16_layers', 0)} in {result.precision}")
+    return notes
 
 
 class _OutputChecker:

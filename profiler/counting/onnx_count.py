@@ -94,6 +94,7 @@ from lwprof.core.text import one_line
 from lwprof.counting import ops as op_table
 from lwprof.counting.aggregate import aggregate_layers
 from lwprof.counting.fusion import apply_fusion
+from lwprof.counting import onnx_int8_ops  # noqa: F401  (registers the int8 formulas)
 from lwprof.counting.onnx_export import export_info
 from lwprof.counting.onnx_scopes import NodeScope, node_scopes
 from lwprof.counting.onnx_graph import checked, load_onnx

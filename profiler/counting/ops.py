@@ -73,6 +73,7 @@ POOLING = "pooling"
 REDUCTION = "reduction"
 DATA_MOVEMENT = "data_movement"
 VIEW = "view"
+CONVERSION = "conversion"  # a tensor's precision changed: quantize, dequantize, cast
 UNSUPPORTED = "unsupported"
 
 _FORMULAS: dict[Any, Formula] = {}
@@ -241,6 +242,10 @@ FLOPS_PER_ELEMENT: dict[str, int] = {
     "layer_norm_affine": 2,
     # softmax: max, subtract, exp, sum, divide
     "softmax": 5,
+    # precision conversion: quantize x / scale + zero point (then round and saturate, no
+    # arithmetic), dequantize (q - zero point) * scale; an int8 kernel requantizes its output alike
+    "quantize": 2,
+    "dequantize": 2,
 }
 
 

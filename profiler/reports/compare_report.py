@@ -39,10 +39,11 @@ CLASS_GROUPS = {
     "view": "data movement",
     "pooling": "pooling / reduction",
     "reduction": "pooling / reduction",
+    "conversion": "precision conversion",
 }
 GROUP_ORDER = [
     "regular conv", "depthwise conv", "pointwise conv", "matmul / linear", "element-wise",
-    "normalization / activation", "data movement", "pooling / reduction", "other",
+    "normalization / activation", "data movement", "pooling / reduction", "precision conversion", "other",
 ]
 
 
@@ -84,7 +85,8 @@ def _precision_columns(key: str, summary: dict[str, Any], result: Any, layers: l
     import os
 
     columns = {f"{key}_{name}": summary.get(name) for name in
-               ("speedup_vs_fp32", "relative_error_vs_fp32", "cosine_vs_fp32", "top1_agreement", "outputs_meaningful", "float_layers")}
+               ("speedup_vs_fp32", "relative_error_vs_fp32", "cosine_vs_fp32", "top1_agreement", "outputs_meaningful", "float_layers",
+                "memory_bytes_at_precision", "memory_ratio_vs_fp32")}
     record = result.info.get("quantization") or {}
     paths = record.get("fp32_onnx_path"), record.get("int8_onnx_path")
     if all(paths) and all(os.path.exists(p) for p in paths):
@@ -198,15 +200,16 @@ def _precision_markdown(payload: dict[str, Any]) -> list[str]:
     if not keys:
         return []
     lines = ["", "Lower precision against fp32 on the same backend (speedup: fp32 latency / this latency; size: the fp32 "
-             "model file over this one; conversions: share of per-layer time in quantize/dequantize/cast/layout nodes; "
+             "model file over this one; memory: fp32's memory access over this one's, counted on the graph it runs; conversions: share of per-layer time in quantize/dequantize/cast/layout nodes; "
              "agreement on the calibration inputs):", "",
-             "| model | " + " | ".join(f"{k} speedup | size | conversions | cosine | top-1 agree | float layers" for k in keys) + " |",
-             "|---|" + "---|---|---|---|---|---|" * len(keys)]
+             "| model | " + " | ".join(f"{k} speedup | size | memory | conversions | cosine | top-1 agree | float layers" for k in keys) + " |",
+             "|---|" + "---|---|---|---|---|---|---|" * len(keys)]
     for r in payload["rows"]:
         cells = [r["model"]]
         for k in keys:
             meaningful = r.get(f"{k}_outputs_meaningful")
             cells += [fmt(r.get(f"{k}_speedup_vs_fp32"), 1, 2, "x"), fmt(r.get(f"{k}_size_ratio"), 1, 1, "x"),
+                      fmt(r.get(f"{k}_memory_ratio_vs_fp32"), 1, 1, "x"),
                       fmt(r.get(f"{k}_conversion_time_share"), 0.01, 1, "%"),
                       fmt(r.get(f"{k}_cosine_vs_fp32"), 1, 3) + (" (meaningless)" if meaningful in (False, "False") else ""),
                       fmt(r.get(f"{k}_top1_agreement"), 0.01, 0, "%"), fmt(r.get(f"{k}_float_layers"), 1, 0)]

@@ -119,11 +119,14 @@ def overall(verdicts: list[str]) -> str:
 
 def settings_key(config: Any, backend: str, settings: Any, merge: str) -> str:
     """What a measurement of one configuration is keyed on in results.jsonl (so a resume never mixes settings)."""
-    return f"{config.key}|{backend}|{settings.device}|threads{settings.threads}|merge-{merge}|allocator-{settings.allocator}"
+    key = f"{config.key}|{backend}|{settings.device}|threads{settings.threads}|merge-{merge}|allocator-{settings.allocator}"
+    if settings.precision != "fp32":  # fp32 keys stay what they were, so earlier results still resume
+        key += f"|{settings.precision}" + (f"-{settings.int8.digest()}" if settings.precision == "int8" else "")
+    return key
 
 
 TABLE_CSV_KEYS = [
-    "table", "row", "config", "scale", "backend", "device", "threads", "input_shape", "macs", "flops", "memory_bytes",
+    "table", "row", "config", "scale", "backend", "precision", "device", "threads", "input_shape", "macs", "flops", "memory_bytes",
     "memory_bytes_fused", "flops_vs_first_row", "memory_vs_first_row", "paper_throughput", "paper_normalized",
     "throughput_per_s", "measured_normalized", "allocator", "minor_page_faults_per_pass",
 ]

@@ -155,7 +155,12 @@ def summary_rows(job: Any) -> list[dict[str, Any]]:
         if profile is not None:
             totals = profile.totals
             memory = roofline_bytes(result.backend, totals["memory_bytes"], totals["memory_bytes_fused"])
-            row.update(roofline_columns(totals["flops"], memory, stats.median, job.peaks.get(result.backend), prefix=""))
+            flops = totals["flops"]
+            analytic = (result.info.get("quantization") or {}).get("analytic")
+            if analytic and analytic.get("memory_bytes"):  # counted on what runs, at its element sizes
+                flops, memory = analytic["flops"], analytic["memory_bytes"]
+            peaks = job.peaks.get(result.key) or job.peaks.get(result.backend)
+            row.update(roofline_columns(flops, memory, stats.median, peaks, prefix=""))
         row["layer_sum_s"] = result.layer_sum_s
         row["layer_sum_vs_end_to_end"] = result.layer_sum_s / stats.median if result.layer_sum_s and stats.median else None
         row["layer_pass_overhead"] = result.layer_pass_s / stats.median if result.layer_pass_s and stats.median else None
@@ -191,6 +196,13 @@ def _precision_columns(job: Any, result: BackendResult, median: float) -> dict[s
     columns["outputs_meaningful"] = agreement.get("meaningful")
     layers = record.get("layers")
     columns["float_layers"] = len(layers["float_layers"]) if layers else None
+    analytic = record.get("analytic") or {}
+    columns["memory_bytes_at_precision"] = analytic.get("memory_bytes")
+    columns["conversion_memory_bytes"] = analytic.get("conversion_memory_bytes")
+    profile = job.profiles.get(result.batch_size)
+    if profile is not None and analytic.get("memory_bytes"):
+        totals = profile.totals  # the fp32 side in the backend's own memory view
+        columns["memory_ratio_vs_fp32"] = roofline_bytes(result.backend, totals["memory_bytes"], totals["memory_bytes_fused"]) / analytic["memory_bytes"]
     return columns
 
 
@@ -205,6 +217,10 @@ def join_layers(profile: Any, results: list[BackendResult], peaks: dict[str, Any
     extra_rows: list[dict[str, Any]] = []
     for result in results:
         name = result.key
+        layers_record = (result.info.get("quantization") or {}).get("layers") or {}
+        left_in_float = {entry["layer"] for entry in layers_record.get("float_layers", [])}
+        # This precision's own counts of a layer, where its graph names it as the table does.
+        own_counts = ((result.info.get("quantization") or {}).get("analytic") or {}).get("layers") or {}
         groups: dict[str, dict[str, Any]] = {}  # head layer -> time and members
         for timing in result.layer_rows:
             members = [layer for layer in timing.layers if layer in analytic]
@@ -232,9 +248,17 @@ def join_layers(profile: Any, results: list[BackendResult], peaks: dict[str, Any
             memory = roofline_bytes(result.backend, sum(by_name[m]["memory_bytes"] for m in members), sum(by_name[m]["memory_bytes_fused"] for m in members))
             row[f"{name}_time_s"] = group["time"]
             row[f"{name}_time_share"] = group["time"] / total_time if total_time else None
-            # fp32 peaks: a precision's own compute roof is not measured yet, so efficiency is against fp32's.
-            row.update(roofline_columns(flops, memory, group["time"], peaks.get(result.backend), prefix=f"{name}_"))
-            row[f"{name}_ran_in"] = ran_in(group["ops"], result.precision)
+            # Each layer on the roof of the precision it ran in: an int8 model's float layers on fp32's.
+            kind = ran_in(group["ops"], result.precision)
+            if kind == result.precision and head in left_in_float:
+                kind = "fp32"
+            if own_counts and all(m in own_counts for m in members or [head]):
+                flops = sum(own_counts[m][0] for m in members or [head])
+                memory = sum(own_counts[m][1] for m in members or [head])
+                row[f"{name}_memory_bytes"] = memory
+            roof = peaks.get(name) if kind == result.precision else None
+            row.update(roofline_columns(flops, memory, group["time"], roof or peaks.get(result.backend), prefix=f"{name}_"))
+            row[f"{name}_ran_in"] = kind
             if not group["known"] and row[f"{name}_ran_in"] == "conversion":
                 row["op_class"] = "conversion"
             if len(members) > 1:

@@ -211,3 +211,19 @@ def agreement(reference: list[list[Any]], other: list[list[Any]]) -> Agreement:
         worst_cosine=float(min(cosines)),
         top1_agreement=same_top1 / (len(reference) * batch) if classified else None,
     )
+
+
+def analytic_record(profile: Any, how: str) -> dict[str, Any]:
+    """A precision's analytic counts (from the graph or module it runs as):
+    totals at its element sizes, the memory access of its precision
+    conversions, and the ops without a formula."""
+    conversion = sum(layer.memory_bytes for layer in profile.layers if layer.op_class == "conversion")
+    return {
+        "counted_on": how,
+        **{key: profile.totals[key] for key in ("macs", "flops", "memory_bytes", "memory_bytes_fused")},
+        "conversion_memory_bytes": conversion,
+        "unsupported_ops": dict(profile.unsupported_ops),
+        # Per layer name: [FLOPs, memory access] at this precision, for the per-layer roofline.
+        "layers": {layer.name: [layer.flops, layer.memory_bytes] for layer in profile.layers},
+    }
+

@@ -1,12 +1,12 @@
 """The device's roofline: peak compute and memory bandwidth, per backend.
 
 ``lwprof device`` measures, for each backend on a device, the arithmetic
-peak (a large fp32 GEMM, in FLOP/s) and the memory bandwidth (a large copy,
+peak (a large GEMM in the run's precision, fp32 by default, in FLOP/s) and the memory bandwidth (a large copy,
 bytes read + written per second), each from its fastest run (a ceiling is
 what the device can reach, not its typical speed), and caches them in
 ``<cache>/device/<fingerprint>.json``. The fingerprint covers what changes
-the answer: CPU model and cores, GPU, thread count, backend and the runtime's
-version, so a cached ceiling is never reused on another machine or setting.
+the answer: CPU model and cores, GPU, thread count, backend, precision and
+the runtime's version, so a cached ceiling is never reused on another machine or setting.
 
 A layer or a model is then placed on the roofline: its bound time is
 ``max(FLOPs / peak, bytes / bandwidth)``; it is compute-bound when the first
@@ -41,6 +41,7 @@ class DevicePeaks:
     copy: dict[str, Any] = field(default_factory=dict)
     fingerprint: str = ""
     measured_at: str = ""
+    precision: str = "fp32"  # of the GEMM: the compute roof a layer run in this precision meets
 
     @property
     def ridge_intensity(self) -> float:
@@ -104,6 +105,8 @@ def device_fingerprint(settings: RunSettings, backend: str) -> str:
         "backend": backend,
         "runtime": runtime,
     }
+    if settings.precision != "fp32":  # fp32's key stays what it was, so its caches stay valid
+        identity["precision"] = settings.precision
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -144,6 +147,7 @@ def measure_peaks(backend: str, settings: RunSettings) -> DevicePeaks:
         backend=backend,
         device=device,
         threads=threads,
+        precision=settings.precision,
         peak_flops_per_s=gemm["flops"] / gemm["best_s"],
         bandwidth_bytes_per_s=copy["bytes"] / copy["best_s"],
         gemm=gemm,

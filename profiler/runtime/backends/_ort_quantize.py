@@ -199,3 +199,89 @@ def _op_counts(graph: "onnx.ModelProto") -> dict[str, int]:
     for node in graph.graph.node:
         counts[node.op_type] = counts.get(node.op_type, 0) + 1
     return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def half_onnx(fp32_path: Path, cache_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """The fp16 model of ``fp32_path`` (cached): every float initializer and
+    tensor in fp16 by ``onnxruntime.transformers.float16``, the graph's inputs
+    and outputs kept fp32 (so it is fed and compared like the fp32 model)."""
+    import onnx
+    import onnxruntime as ort
+
+    fp32_path = Path(fp32_path)
+    key = hashlib.blake2b(f"{_file_digest(fp32_path)}|fp16|{ort.__version__}".encode(), digest_size=8).hexdigest()
+    target = Path(cache_dir) / "onnx" / f"{fp32_path.stem}.fp16-{key}.onnx"
+    info = {"converter": "onnxruntime.transformers.float16.convert_float_to_float16(keep_io_types=True)",
+            "fp32_onnx_path": str(fp32_path), "fp16_onnx_path": str(target)}
+    if target.is_file():
+        return target, {**info, "convert_cached": True, "convert_s": 0.0}
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    started = time.perf_counter()
+    try:
+        converted = convert_float_to_float16(onnx.load(str(fp32_path)), keep_io_types=True)
+    except Exception as exc:
+        raise LwprofError(f"cannot convert {fp32_path.name} to fp16: {one_line(exc)}") from None
+    _sort_topologically(converted.graph)  # the converter appends the input casts after their consumers
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    onnx.save(converted, str(partial))
+    os.replace(partial, target)
+    return target, {**info, "convert_cached": False, "convert_s": time.perf_counter() - started}
+
+
+def _sort_topologically(graph: Any) -> None:
+    """Reorder ``graph.node`` so every node comes after the producers of its inputs (stable otherwise)."""
+    available = {value.name for value in graph.input} | {init.name for init in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [node for node in pending if all(name in available for name in node.input)]
+        if not ready:
+            raise LwprofError("the fp16 graph has a cycle or an input nothing produces")
+        chosen = set(map(id, ready))
+        for node in ready:
+            ordered.append(node)
+            available.update(node.output)
+        pending = [node for node in pending if id(node) not in chosen]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def half_report(fp16_path: Path, threads: int, providers: Sequence[str]) -> dict[str, Any]:
+    """Which layers of the fp16 model ran in fp16: a computing node of ORT's
+    optimized graph fed by a Cast the runtime inserted (to fp32, for an op its
+    provider has no fp16 kernel for) ran in fp32."""
+    from onnx import TensorProto
+
+    from lwprof.counting.onnx_graph import load_onnx
+    from lwprof.runtime.backends._ort_layers import node_rows
+
+    reference = load_onnx(fp16_path, external_data=False)
+    optimized = optimized_graph(fp16_path, threads, providers)
+    own = {node.name for node in reference.graph.node if node.name}
+    to_float = {node.output[0] for node in optimized.graph.node
+                if node.op_type == "Cast" and node.name not in own
+                and any(a.name == "to" and a.i == TensorProto.FLOAT for a in node.attribute)}
+    rows = node_rows(optimized, reference)
+    half_layers: set[str] = set()
+    float_layers: dict[str, dict[str, str]] = {}
+    inserted = 0
+    for node, row in zip(optimized.graph.node, rows):
+        if node.op_type == "Cast" and node.name not in own:
+            inserted += 1
+        elif node.op_type not in _DATA_MOVEMENT and node.op_type not in CONVERSION_OPS and not node.domain.endswith("nchwc"):
+            if any(name in to_float for name in node.input):
+                float_layers.setdefault(row.layer, {"op": node.op_type, "reason": (
+                    f"{providers[0]} has no fp16 kernel for {node.op_type}: ONNX Runtime casts its inputs to fp32, "
+                    "runs it in fp32 and casts back")})
+            else:
+                half_layers.add(row.layer)
+    half_layers -= set(float_layers)
+    return {
+        "fp16_layers": len(half_layers),
+        "float_layers": [{"layer": layer, **detail} for layer, detail in float_layers.items()],
+        "conversion_nodes": {"Cast": inserted},
+        "optimized_op_counts": _op_counts(optimized),
+        "precision_really_used": len(half_layers) >= len(float_layers),
+    }
+

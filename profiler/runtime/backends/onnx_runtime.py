@@ -59,10 +59,11 @@ class OnnxRuntimeBackend(Backend):
         "fp32": "the exported graph as it is",
         "int8": "static QDQ quantization (onnxruntime.quantization.quantize_static after quant_pre_process), "
                 "int8 kernels where ORT's optimizer fuses them",
+        "fp16": "the graph converted to fp16 (onnxruntime.transformers.float16, inputs and outputs kept fp32); what the "
+                "provider has no fp16 kernel for runs in fp32 through casts ORT inserts, shown as layers",
     }
     unsupported_precisions = {
         "bf16": "ONNX Runtime's CPU provider has no bf16 convolution kernels",
-        "fp16": "not measured yet: ONNX Runtime's CPU provider runs fp16 convolutions through inserted casts in fp32",
     }
 
     def runtime_version(self) -> str:
@@ -102,17 +103,26 @@ class OnnxRuntimeBackend(Backend):
         return self._quantized(staged, shape, settings)
 
     def _quantized(self, staged: Staged, shape: tuple[int, ...], settings: "RunSettings") -> Staged:
-        """The int8 model of a staged fp32 one, what ORT runs of it in int8, and
-        how its outputs agree with fp32's on the calibration inputs."""
+        """The int8 (or fp16) model of a staged fp32 one, what ORT runs of it in
+        that precision, its counts, and how its outputs agree with fp32's on the
+        calibration inputs."""
         from lwprof.core.errors import LwprofError
-        from lwprof.runtime.backends._ort_quantize import precision_report, quantized_onnx
+        from lwprof.counting.onnx_count import analyze_onnx
+        from lwprof.runtime.backends._ort_quantize import half_onnx, half_report, precision_report, quantized_onnx
+        from lwprof.runtime.precision import analytic_record
 
         fp32_path = Path(staged.model.onnx_path)
         try:
-            path, record = quantized_onnx(fp32_path, shape, settings.int8, Path(settings.cache_dir))
             providers = providers_for(settings.device)
-            record["layers"] = precision_report(path, settings.threads, providers)
+            if settings.precision == "fp16":
+                path, record = half_onnx(fp32_path, Path(settings.cache_dir))
+                record["layers"] = half_report(path, settings.threads, providers)
+            else:
+                path, record = quantized_onnx(fp32_path, shape, settings.int8, Path(settings.cache_dir))
+                record["layers"] = precision_report(path, settings.threads, providers)
             record["agreement"] = _agreement(fp32_path, path, shape, settings).to_dict()
+            record["analytic"] = analytic_record(analyze_onnx(path, input_shape=shape, optimized=True),
+                                                 f"ONNX Runtime's optimized {settings.precision} graph (its kernels and conversions)")
         except LwprofError as exc:
             raise BackendSkipped(str(exc)) from None
         model = replace(staged.model, onnx_path=path, precision=settings.precision)
@@ -125,7 +135,7 @@ class OnnxRuntimeBackend(Backend):
         return OnnxRuntimeSession(Path(staged.model.onnx_path), x, settings, staged.info)
 
     def peak_kernels(self, settings: "RunSettings") -> tuple[dict[str, Any], dict[str, Any]]:
-        return _peak_kernels(settings.device, settings.threads, settings.budget)
+        return _peak_kernels(settings.device, settings.threads, settings.budget, settings.precision)
 
 
 class OnnxRuntimeSession(BackendSession):
@@ -220,7 +230,7 @@ def _agreement(fp32_path: Path, other_path: Path, shape: Sequence[int], settings
     return agreement(outputs[0], outputs[1])
 
 
-def _peak_kernels(device: str, threads: int, budget: "Budget") -> tuple[dict[str, Any], dict[str, Any]]:
+def _peak_kernels(device: str, threads: int, budget: "Budget", precision: str = "fp32") -> tuple[dict[str, Any], dict[str, Any]]:
     import numpy as np
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -237,16 +247,31 @@ def _peak_kernels(device: str, threads: int, budget: "Budget") -> tuple[dict[str
         return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
 
     n = GEMM_SIZE[device]
-    weight = numpy_helper.from_array(generator.standard_normal((n, n)).astype(np.float32), "w")
-    gemm_graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "gemm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, n])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, n])],
-        [weight],
-    )
-    x = generator.standard_normal((n, n)).astype(np.float32)
-    gemm = time_kernel(_bound_run(session(gemm_graph), {"x": x}, "y", device), budget, HostTimer())
+    if precision == "int8":
+        # The kernel of QLinearConv/QGemm: uint8 activations x int8 weights, int32 accumulation (VNNI on x86).
+        weight = numpy_helper.from_array(generator.integers(-127, 128, (n, n)).astype(np.int8), "w")
+        gemm_graph = helper.make_graph(
+            [helper.make_node("MatMulInteger", ["x", "w"], ["y"])],
+            "gemm_int8",
+            [helper.make_tensor_value_info("x", TensorProto.UINT8, [n, n])],
+            [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
+            [weight],
+        )
+        x = generator.integers(0, 256, (n, n)).astype(np.uint8)
+        output_type, kernel = np.int32, f"MatMulInteger {n}x{n} u8s8"
+    else:  # fp32, or fp16 (which the CPU provider may run through its fp32 kernel: the roof says what it reaches)
+        numpy_type, onnx_type = (np.float16, TensorProto.FLOAT16) if precision == "fp16" else (np.float32, TensorProto.FLOAT)
+        weight = numpy_helper.from_array(generator.standard_normal((n, n)).astype(numpy_type), "w")
+        gemm_graph = helper.make_graph(
+            [helper.make_node("MatMul", ["x", "w"], ["y"])],
+            "gemm",
+            [helper.make_tensor_value_info("x", onnx_type, [n, n])],
+            [helper.make_tensor_value_info("y", onnx_type, [n, n])],
+            [weight],
+        )
+        x = generator.standard_normal((n, n)).astype(numpy_type)
+        output_type, kernel = numpy_type, f"MatMul {n}x{n} {precision}"
+    gemm = time_kernel(_bound_run(session(gemm_graph), {"x": x}, "y", device, output_type), budget, HostTimer())
 
     # Not Identity: whether it copies or aliases its input is up to the graph
     # optimizer and the runtime version. Neg must read and write every element,
@@ -262,12 +287,12 @@ def _peak_kernels(device: str, threads: int, budget: "Budget") -> tuple[dict[str
     source = generator.standard_normal(elements).astype(np.float32)
     copy = time_kernel(_bound_run(session(copy_graph), {"a": source}, "b", device), budget, HostTimer())
     return (
-        ceiling(gemm, kernel=f"MatMul {n}x{n} fp32", size=n, flops=2 * n**3),
+        ceiling(gemm, kernel=kernel, size=n, flops=2 * n**3),  # integer multiply-adds count as FLOPs
         ceiling(copy, kernel=f"Neg over {COPY_BYTES[device] // 2**20} MiB fp32", bytes=2 * COPY_BYTES[device]),
     )
 
 
-def _bound_run(session: Any, inputs: dict[str, Any], output_name: str, device: str) -> Any:
+def _bound_run(session: Any, inputs: dict[str, Any], output_name: str, device: str, output_type: Any = None) -> Any:
     """A run whose input and output live on the device, preallocated once, so
     only the kernel is timed: no allocation per run, and on CUDA no copy over
     PCIe (an output left unbound would come back to the host every run)."""
@@ -280,7 +305,7 @@ def _bound_run(session: Any, inputs: dict[str, Any], output_name: str, device: s
     for name, value in values.items():
         binding.bind_ortvalue_input(name, value)
     (output,) = [o for o in session.get_outputs() if o.name == output_name]
-    values[output_name] = ort.OrtValue.ortvalue_from_shape_and_type(output.shape, np.float32, device, 0)
+    values[output_name] = ort.OrtValue.ortvalue_from_shape_and_type(output.shape, output_type or np.float32, device, 0)
     binding.bind_ortvalue_output(output_name, values[output_name])
 
     def run() -> None:

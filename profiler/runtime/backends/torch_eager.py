@@ -91,8 +91,13 @@ class TorchBackend(Backend):
                 tensor = torch.from_numpy(np.array(x, copy=True))
                 outputs[0].append([as_float_array(t) for t in flatten_outputs(model.module(tensor), torch.Tensor)])
                 outputs[1].append([as_float_array(t) for t in flatten_outputs(cast(tensor.to(dtype)), torch.Tensor)])
+        from lwprof.counting.engine import profile_module
+        from lwprof.runtime.precision import analytic_record
+
+        counted = profile_module(model.module, tuple(input_shape), dtype=dtype, name=model.name)
         record = {"method": self.precisions[settings.precision], "agreement": agreement(*outputs).to_dict(),
-                  "calibration": f"{len(inputs)} inputs (as for int8)"}
+                  "calibration": f"{len(inputs)} inputs (as for int8)",
+                  "analytic": analytic_record(counted, f"the module at {dtype}")}
         return Staged(model.portable(), {"precision": settings.precision, "quantization": record})
 
     def _open(self, model: "LoadedModel", x: "np.ndarray", settings: "RunSettings") -> BackendSession:
@@ -109,16 +114,17 @@ class TorchBackend(Backend):
 
         n, copy_bytes = GEMM_SIZE[device], COPY_BYTES[device]
         timer = session_timer(device)
+        dtype = getattr(torch, TORCH_DTYPES.get(settings.precision, "float32"))
         with torch_threads(threads if device == "cpu" else None), torch.inference_mode():
-            a = torch.randn(n, n, device=device)
-            b = torch.randn(n, n, device=device)
-            out = torch.empty(n, n, device=device)
+            a = torch.randn(n, n, device=device, dtype=dtype)
+            b = torch.randn(n, n, device=device, dtype=dtype)
+            out = torch.empty(n, n, device=device, dtype=dtype)
             gemm = time_kernel(lambda: torch.mm(a, b, out=out), budget, timer)
             src = torch.randn(copy_bytes // 4, device=device)
             dst = torch.empty_like(src)
             copy = time_kernel(lambda: dst.copy_(src), budget, timer)
         return (
-            ceiling(gemm, kernel=f"torch.mm {n}x{n} fp32", size=n, flops=2 * n**3),
+            ceiling(gemm, kernel=f"torch.mm {n}x{n} {settings.precision}", size=n, flops=2 * n**3),
             # a copy reads every byte once and writes it once
             ceiling(copy, kernel=f"Tensor.copy_ of {copy_bytes // 2**20} MiB fp32", bytes=2 * copy_bytes),
         )
