@@ -2,9 +2,10 @@
 
 Target (issue "Precision"): lwprof's ONNX Runtime int8 speedup over fp32 within
 ±15% of a bare ``onnxruntime`` loop's on a model quantized by hand with the
-same settings (``reference_int8.py``: its own export, ``quant_pre_process`` +
-``quantize_static`` U8S8 per-channel MinMax on the same seeded inputs, fp32
-and int8 each timed by a bare loop in a fresh process, back to back).
+same settings (``reference_int8.py``: lwprof's fp32 export quantized by hand
+with ``quant_pre_process`` + ``quantize_static`` U8S8 per-channel MinMax on the
+same seeded inputs, fp32 and int8 each timed by a bare loop in a fresh
+process, back to back).
 
 Usage (from the repository root)::
 
@@ -60,6 +61,14 @@ def _run(command: list[str]) -> dict[str, Any]:
     return step
 
 
+def _op_counts(path: Path) -> dict[str, int]:
+    import collections
+
+    import onnx
+
+    return dict(collections.Counter(node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node))
+
+
 def lwprof_run(model: str, cache: Path, reports: Path, threads: int) -> dict[str, Any]:
     step = _run([sys.executable, "-m", "lwprof", "profile", model, "--backend", "onnxruntime", "--precision", "fp32,int8",
                  "--threads", str(threads), "--layer-runs", "0", "--no-plots", "--format", "json",
@@ -72,6 +81,9 @@ def lwprof_run(model: str, cache: Path, reports: Path, threads: int) -> dict[str
         step["speedup"] = results["int8"].get("speedup_vs_fp32")
         step["cosine_vs_fp32"] = results["int8"].get("cosine_vs_fp32")
         step["float_layers"] = results["int8"].get("float_layers")
+        record = (results["int8"].get("info") or {}).get("quantization") or {}
+        step["fp32_onnx_path"] = record.get("fp32_onnx_path")
+        step["int8_onnx_path"] = record.get("int8_onnx_path")
     return step
 
 
@@ -93,7 +105,7 @@ def reference_run(model: str, folder: Path, threads: int, min_time: float) -> di
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=DEFAULT_MODELS)
-    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -104,12 +116,13 @@ def main() -> int:
         cache, reports = Path(scratch) / "cache", Path(scratch) / "reports"
         for model in args.models:
             print(f"{model}: warming the caches, quantizing the reference by hand", file=sys.stderr, flush=True)
-            lwprof_run(model, cache, reports, args.threads)
+            warm = lwprof_run(model, cache, reports, args.threads)
             folder = Path(scratch) / "reference" / model
-            made = _run([sys.executable, str(REFERENCE), "quantize", model, str(folder)])
+            made = _run([sys.executable, str(REFERENCE), "quantize", model, str(folder), "--onnx", str(warm.get("fp32_onnx_path"))])
             if made.get("output") is None:
                 results[model] = {"error": made.get("error")}
                 continue
+            same_graph = _op_counts(folder / "int8.onnx") == _op_counts(Path(warm["int8_onnx_path"]))
             pairs = []
             for index in range(args.pairs):
                 order = ("lwprof", "reference") if index % 2 == 0 else ("reference", "lwprof")
@@ -123,6 +136,7 @@ def main() -> int:
                 pairs.append(pair)
             ratios = [p["ratio"] for p in pairs if "ratio" in p]
             results[model] = {
+                "same_int8_graph": same_graph,  # the hand-quantized file has lwprof's node counts
                 "pairs": pairs,
                 "deviation": statistics.median(ratios) - 1 if ratios else None,
                 "ratio_min": min(ratios) if ratios else None,
@@ -136,14 +150,16 @@ def main() -> int:
     lines = ["# int8 speedup: lwprof against a hand-quantized bare ONNX Runtime loop", "",
              f"Target: lwprof's int8/fp32 speedup within ±{TARGET_DEVIATION:.0%} of the reference's "
              f"(median over {args.pairs} alternating pairs per model).", "",
-             "| model | lwprof speedup | reference speedup | deviation | pair ratios | within target |", "|---|---|---|---|---|---|"]
+             "| model | lwprof speedup | reference speedup | deviation | pair ratios | within target | same int8 graph |",
+             "|---|---|---|---|---|---|---|"]
     for model, r in results.items():
         if "error" in r:
-            lines.append(f"| {model} | failed: {r['error']} | | | | |")
+            lines.append(f"| {model} | failed: {r['error']} | | | | | |")
             continue
         within = r["deviation"] is not None and abs(r["deviation"]) <= TARGET_DEVIATION
         lines.append(f"| {model} | {r['lwprof_speedup_median']:.2f}x | {r['reference_speedup_median']:.2f}x | "
-                     f"{r['deviation']:+.1%} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {'yes' if within else 'no'} |")
+                     f"{r['deviation']:+.1%} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} | {'yes' if within else 'no'} | "
+                     f"{'yes' if r['same_int8_graph'] else 'no'} |")
     lines += ["", "Environment:", *format_environment(environment), ""]
     (args.out / "summary.md").write_text("\n".join(lines))
     print("\n".join(lines))

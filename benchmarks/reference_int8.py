@@ -2,9 +2,10 @@
 hand, the way ONNX Runtime's documentation shows, and timed against its fp32
 export with a bare ``session.run`` loop, in a fresh process.
 
-It imports torch (to export), numpy, onnxruntime and ``lwprof.models`` (the
-network under test) and nothing else of lwprof: its own export
-(``torch.onnx.export``), its own ``quant_pre_process`` + ``quantize_static``
+It imports numpy, onnxruntime, onnx and ``lwprof.models`` (the network under
+test; torch too when it exports) and nothing else of lwprof: the fp32 graph
+lwprof exported (``--onnx``, so both sides quantize the same graph; or its own
+``torch.onnx.export``), its own ``quant_pre_process`` + ``quantize_static``
 call with the settings lwprof documents for its default (QDQ, uint8
 activations, int8 per-channel weights, MinMax on standard-normal inputs with
 seeds 1..N), its own timing loop, each model file timed in a fresh process
@@ -37,16 +38,29 @@ def zoo_model(name: str):
     return create_model(info.name).eval(), tuple(info.input_shape)
 
 
-def quantize(name: str, folder: Path, scheme: str, calibration_inputs: int) -> tuple[Path, Path, tuple[int, ...]]:
+def quantize(name: str, folder: Path, scheme: str, calibration_inputs: int, onnx_file: Path | None = None) -> tuple[Path, Path, tuple[int, ...]]:
+    """``onnx_file``: the fp32 graph to quantize (lwprof's export, so both sides
+    quantize the same graph); without it, this script's own export."""
+    import shutil
+
     import numpy as np
-    import torch
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    model, shape = zoo_model(name)
+    from lwprof.models import get_model_info
+
+    shape = tuple(get_model_info(name).input_shape)
     fp32 = folder / "fp32.onnx"
-    with torch.no_grad():
-        torch.onnx.export(model, torch.zeros(shape), str(fp32), opset_version=17, input_names=["input"], dynamo=False)
+    if onnx_file is not None:
+        shutil.copyfile(onnx_file, fp32)
+    else:
+        import torch
+
+        model, shape = zoo_model(name)
+        with torch.no_grad():
+            torch.onnx.export(model, torch.zeros(shape), str(fp32), opset_version=17, input_names=["input"], dynamo=False)
+    input_name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
     prepared, int8 = folder / "prepared.onnx", folder / "int8.onnx"
     quant_pre_process(str(fp32), str(prepared))
 
@@ -57,7 +71,7 @@ def quantize(name: str, folder: Path, scheme: str, calibration_inputs: int) -> t
 
         def get_next(self):
             x = next(self.inputs, None)
-            return None if x is None else {"input": x}
+            return None if x is None else {input_name: x}
 
     quantize_static(str(prepared), str(int8), Reader(), quant_format=QuantFormat.QDQ,
                     activation_type=QuantType.QUInt8 if scheme == "u8s8" else QuantType.QInt8,
@@ -93,6 +107,7 @@ def main() -> int:
     make.add_argument("folder", type=Path)
     make.add_argument("--scheme", choices=["u8s8", "s8s8"], default="u8s8")
     make.add_argument("--calibration-inputs", type=int, default=16)
+    make.add_argument("--onnx", type=Path, help="quantize this fp32 ONNX file (default: export the zoo model here)")
     timing = commands.add_parser("time", help="time one ONNX file of MODEL's input shape")
     timing.add_argument("model")
     timing.add_argument("file", type=Path)
@@ -102,7 +117,7 @@ def main() -> int:
     if args.command == "quantize":
         started = time.perf_counter()
         args.folder.mkdir(parents=True, exist_ok=True)
-        quantize(args.model, args.folder, args.scheme, args.calibration_inputs)
+        quantize(args.model, args.folder, args.scheme, args.calibration_inputs, args.onnx)
         print(json.dumps({"quantize_s": time.perf_counter() - started}))
     else:
         from lwprof.models import get_model_info
