@@ -11,7 +11,10 @@ module adds the source tree's state and CPU-contention counters.
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +117,25 @@ def foreign_cpu_share(begin: CpuSnapshot | None, end: CpuSnapshot | None) -> flo
         return None
     foreign = (end.machine_busy - begin.machine_busy) - (end.own - begin.own)
     return max(0.0, foreign / (end.machine_total - begin.machine_total))
+
+
+def timed_step(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one benchmark step (a process printing one JSON object) from the
+    repository root: its JSON as ``output`` (None when it failed, with the
+    reason in ``error``), its wall time and the CPU other processes took meanwhile."""
+    begin = cpu_snapshot()
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
+    step: dict[str, Any] = {"wall_s": time.perf_counter() - start, "foreign_cpu_share": foreign_cpu_share(begin, cpu_snapshot())}
+    try:
+        step["output"] = json.loads(done.stdout) if done.returncode == 0 else None
+    except json.JSONDecodeError:
+        step["output"] = None
+    if step["output"] is None:
+        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        step["error"] = f"exit {done.returncode}: {lines[-1] if lines else 'no output'}"
+        print(f"    failed: {step['error']}", file=sys.stderr, flush=True)
+    return step
 
 
 def format_environment(environment: dict[str, Any]) -> list[str]:

@@ -24,14 +24,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from _env import REPO_ROOT, capture_environment, cpu_snapshot, foreign_cpu_share, format_environment
+from _env import REPO_ROOT, capture_environment, format_environment, timed_step
 
 DEFAULT_MODELS = ["mobilenet_v2_100", "mobilenet_v3_large_100", "shufflenet_v2_100", "resnet18"]
 TARGET_DEVIATION = 0.15
@@ -46,21 +44,6 @@ MEASURED_SOURCES = [
 ]
 
 
-def _run(command: list[str]) -> dict[str, Any]:
-    begin = cpu_snapshot()
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT)
-    step: dict[str, Any] = {"wall_s": time.perf_counter() - start, "foreign_cpu_share": foreign_cpu_share(begin, cpu_snapshot())}
-    try:
-        step["output"] = json.loads(done.stdout) if done.returncode == 0 else None
-    except json.JSONDecodeError:
-        step["output"] = None
-    if step["output"] is None:
-        step["error"] = f"exit {done.returncode}: {(done.stderr.strip().splitlines() or ['no output'])[-1]}"
-        print(f"    failed: {step['error']}", file=sys.stderr, flush=True)
-    return step
-
-
 def _op_counts(path: Path) -> dict[str, int]:
     import collections
 
@@ -70,7 +53,7 @@ def _op_counts(path: Path) -> dict[str, int]:
 
 
 def lwprof_run(model: str, cache: Path, reports: Path, threads: int) -> dict[str, Any]:
-    step = _run([sys.executable, "-m", "lwprof", "profile", model, "--backend", "onnxruntime", "--precision", "fp32,int8",
+    step = timed_step([sys.executable, "-m", "lwprof", "profile", model, "--backend", "onnxruntime", "--precision", "fp32,int8",
                  "--threads", str(threads), "--layer-runs", "0", "--no-plots", "--format", "json",
                  "--reports-dir", str(reports), "--cache-dir", str(cache)])
     payload = step.pop("output")
@@ -91,7 +74,7 @@ def reference_run(model: str, folder: Path, threads: int, min_time: float) -> di
     """fp32 then int8, each a fresh process timing one file; the speedup is their ratio."""
     step: dict[str, Any] = {}
     for precision in ("fp32", "int8"):
-        timed = _run([sys.executable, str(REFERENCE), "time", model, str(folder / f"{precision}.onnx"),
+        timed = timed_step([sys.executable, str(REFERENCE), "time", model, str(folder / f"{precision}.onnx"),
                       "--threads", str(threads), "--min-time", str(min_time)])
         output = timed.pop("output")
         step[precision] = timed
@@ -118,7 +101,7 @@ def main() -> int:
             print(f"{model}: warming the caches, quantizing the reference by hand", file=sys.stderr, flush=True)
             warm = lwprof_run(model, cache, reports, args.threads)
             folder = Path(scratch) / "reference" / model
-            made = _run([sys.executable, str(REFERENCE), "quantize", model, str(folder), "--onnx", str(warm.get("fp32_onnx_path"))])
+            made = timed_step([sys.executable, str(REFERENCE), "quantize", model, str(folder), "--onnx", str(warm.get("fp32_onnx_path"))])
             if made.get("output") is None:
                 results[model] = {"error": made.get("error")}
                 continue

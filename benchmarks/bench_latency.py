@@ -45,14 +45,13 @@ import csv
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _env import REPO_ROOT, capture_environment, cpu_snapshot, foreign_cpu_share, format_environment
+from _env import REPO_ROOT, capture_environment, format_environment, timed_step
 
 DEFAULT_MODELS = [
     "mobilenet_v3_large_100",
@@ -89,31 +88,10 @@ PAIRS = {
 PAIR_TITLES = {"torch": "torch", "torch_tuned": "torch, tuned allocator", "onnxruntime": "ONNX Runtime"}
 
 
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def _timed_process(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run one step; its JSON on stdout, wall time and the CPU other processes took meanwhile."""
-    begin = cpu_snapshot()
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO_ROOT, env=env)
-    step: dict[str, Any] = {"wall_s": time.perf_counter() - start, "foreign_cpu_share": foreign_cpu_share(begin, cpu_snapshot())}
-    try:
-        step["output"] = json.loads(done.stdout) if done.returncode == 0 else None
-    except json.JSONDecodeError:
-        step["output"] = None
-    if step["output"] is None:
-        step["error"] = f"exit {done.returncode}: {_last_line(done.stderr)}"
-        print(f"    failed: {step['error']}", file=sys.stderr, flush=True)
-    return step
-
-
 def lwprof_run(model: str, cache_dir: Path, reports: Path, backends: str = "torch,onnxruntime") -> dict[str, Any]:
     command = [sys.executable, "-m", "lwprof", "profile", model, "--device", "cpu", "--backend", backends,
                "--layer-runs", "0", "--no-plots", "--format", "json", "--reports-dir", str(reports), "--cache-dir", str(cache_dir)]
-    step = _timed_process(command)
+    step = timed_step(command)
     payload = step.pop("output")
     if payload is not None:
         step["results"] = {
@@ -137,7 +115,7 @@ def reference_run(step: str, model: str, threads: int, min_time: float, onnx_pat
         env.pop(key, None)
     if step == "torch_tuned":
         env.update(TUNED_ENVIRONMENT)
-    result = _timed_process(command, env)
+    result = timed_step(command, env)
     result["figures"] = result.pop("output")
     return result
 

@@ -7,7 +7,6 @@ import re
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from lwprof.cli import app
@@ -20,25 +19,9 @@ from lwprof.runtime.export_cache import cached_onnx_export
 from lwprof.runtime.outputs import example_input
 from lwprof.runtime.precision import PRECISIONS, Int8Recipe, agreement, calibration_inputs, parse_precisions
 from lwprof.runtime.settings import RunSettings
+from small_models import Residual
 
 runner = CliRunner()
-
-
-class Residual(nn.Module):
-    """conv-bn-relu, then a 1x1 conv-bn whose output a residual add joins: with
-    S8S8 ORT keeps that pattern in float, with U8S8 it has int8 kernels for all of it."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-        self.project = nn.Sequential(nn.Conv2d(8, 8, 1, bias=False), nn.BatchNorm2d(8))
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 10)
-
-    def forward(self, x):
-        x = self.stem(x)
-        x = x + self.project(x)
-        return self.fc(torch.flatten(self.pool(x), 1))
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ DEFAULT_PACKAGES: dict[str, tuple[str, ...]] = {
     "torch": ("torch",),
     "onnx": ("onnx",),
     "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "openvino": ("openvino",),
     "thop": ("ultralytics-thop", "thop"),
     "fvcore": ("fvcore",),
     "numpy": ("numpy",),
