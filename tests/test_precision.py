@@ -54,9 +54,21 @@ def test_every_backend_declares_each_precision_or_says_why_not(name, precision):
         assert problem.startswith(f"{name} does not run {precision}: ")
 
 
-def test_an_unsupported_combination_named_by_the_user_is_an_error():
+def test_a_named_backend_that_would_measure_nothing_is_an_error():
     with pytest.raises(LwprofError, match="torch does not run int8: eager PyTorch runs int8 through reference"):
-        precision_targets(["torch", "onnxruntime"], "fp32,int8", explicit=True)
+        precision_targets(["torch"], "int8", explicit=True)
+    with pytest.raises(LwprofError, match="torch does not run int8"):
+        precision_targets(["torch", "onnxruntime"], "int8", explicit=True)  # onnxruntime runs it; torch would run nothing
+
+
+def test_named_backends_measure_each_precision_they_run_the_rest_left_out():
+    assert precision_targets(["torch", "onnxruntime"], "fp32,int8", explicit=True) == [
+        ("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+
+
+def test_a_precision_no_backend_runs_is_an_error_naming_each_reason():
+    with pytest.raises(LwprofError, match="no backend of torch, inductor runs int8: torch does not run int8: .*; inductor does not run int8"):
+        precision_targets(["torch", "inductor"], "fp32,int8", explicit=False)
 
 
 def test_default_backends_measure_only_what_each_runs():

@@ -40,25 +40,31 @@ def parse_backends(text: str | None) -> list[str]:
 
 def precision_targets(backends: list[str], precisions: str | None, *, explicit: bool) -> list[tuple[str, str]]:
     """Every (backend, precision) to measure, by precision then backend. A
-    combination a backend cannot run is an error when the user named the
-    backends; with the default backends it is left out with one line, unless
-    no backend runs that precision at all."""
+    combination a backend cannot run is left out with one line; it is an
+    error when nothing would measure that precision, or, when the user named
+    the backends, when a named backend would measure nothing (``--backend
+    torch --precision int8``)."""
     from lwprof.reports import console
     from lwprof.runtime.backends import get_backend
     from lwprof.runtime.precision import parse_precisions
 
-    targets = []
-    for precision in parse_precisions(precisions):
-        problems = {name: get_backend(name).precision_problem(precision) for name in backends}
-        runnable = [name for name in backends if problems[name] is None]
-        if explicit or not runnable:
-            for name in backends:
-                if problems[name] is not None:
-                    raise LwprofError(problems[name])
+    chosen = parse_precisions(precisions)
+    problems = {(name, precision): get_backend(name).precision_problem(precision) for precision in chosen for name in backends}
+    for precision in chosen:
+        if all(problems[name, precision] is not None for name in backends):
+            raise LwprofError(problems[backends[0], precision] if len(backends) == 1 else
+                              f"no backend of {', '.join(backends)} runs {precision}: "
+                              + "; ".join(problems[name, precision] for name in backends))
+    if explicit:
         for name in backends:
-            if problems[name] is not None:
-                console.info(f"{problems[name]}; not measured")
-        targets += [(name, precision) for name in runnable]
+            if all(problems[name, precision] is not None for precision in chosen):
+                raise LwprofError(problems[name, chosen[0]])
+    targets = []
+    for precision in chosen:
+        for name in backends:
+            if problems[name, precision] is not None:
+                console.info(f"{problems[name, precision]}; not measured")
+        targets += [(name, precision) for name in backends if problems[name, precision] is None]
     return targets
 
 

@@ -57,7 +57,12 @@ __all__ = [
 DEVICES = ("cpu", "cuda")
 ENTRY_POINT_GROUP = "lwprof.backends"
 # Shipped with lwprof, imported before the entry points are read.
-BUILT_IN = ("lwprof.runtime.backends.torch_eager", "lwprof.runtime.backends.onnx_runtime", "lwprof.runtime.backends.openvino_runtime")
+BUILT_IN = (
+    "lwprof.runtime.backends.torch_eager",
+    "lwprof.runtime.backends.onnx_runtime",
+    "lwprof.runtime.backends.openvino_runtime",
+    "lwprof.runtime.backends.inductor",
+)
 
 
 class BackendSkipped(LwprofError):

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from lwprof.runtime.loader import LoadedModel
     from lwprof.runtime.settings import RunSettings
 
-OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}  # int8: the QDQ graph's int8 parts, f32 elsewhere
+OV_PRECISION = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the QDQ graph's int8 parts, f32 elsewhere
+# lwprof precision -> the CPU plugin's OPTIMIZATION_CAPABILITIES entry it needs natively.
+CAPABILITY = {"bf16": "BF16", "fp16": "FP16", "int8": "INT8"}
 WARMUP_RUNS = 3
 
 
@@ -53,9 +55,20 @@ class OpenVinoBackend(Backend):
     precisions = {
         "fp32": "the exported graph with INFERENCE_PRECISION_HINT f32 (OpenVINO's default on a bf16 CPU is bf16)",
         "bf16": "the exported graph with INFERENCE_PRECISION_HINT bf16",
+        "fp16": "the exported graph with INFERENCE_PRECISION_HINT f16",
         "int8": "the QDQ model ONNX Runtime's quantizer made (the same file), OpenVINO's int8 kernels where it has them",
     }
-    unsupported_precisions = {"fp16": "OpenVINO's CPU plugin runs fp16 only on CPUs with AVX-512 FP16 or AMX-FP16"}
+
+    def precision_problem(self, precision: str) -> str | None:
+        problem = super().precision_problem(precision)
+        if problem is not None or precision not in CAPABILITY or self._package_problem() is not None:
+            return problem
+        capabilities = cpu_capabilities()
+        if CAPABILITY[precision] not in capabilities:
+            # The plugin would run it anyway, emulated or in f32: not the precision asked for.
+            return (f"openvino does not run {precision} natively on this CPU (its CPU plugin reports "
+                    f"{', '.join(capabilities)}; {precision} needs {CAPABILITY[precision]})")
+        return None
 
     def stage(self, model: "LoadedModel", input_shape: Sequence[int], settings: "RunSettings") -> Staged:
         from lwprof.runtime.backends import get_backend
@@ -63,8 +76,21 @@ class OpenVinoBackend(Backend):
         # The very file ONNX Runtime runs: one export (and one quantization) for both runtimes;
         # bf16 is a compile hint on the fp32 graph.
         graph_precision = "int8" if settings.precision == "int8" else "fp32"
-        staged = get_backend("onnxruntime").stage(model, input_shape, settings.but(precision=graph_precision))
-        return Staged(staged.model, {**staged.info, "precision_hint": OV_PRECISION[settings.precision]})
+        onnx_runtime = get_backend("onnxruntime")
+        staged = onnx_runtime.stage(model, input_shape, settings.but(precision=graph_precision))
+        info = {**staged.info, "precision_hint": OV_PRECISION[settings.precision]}
+        if settings.precision != "fp32":
+            fp32 = onnx_runtime.stage(model, input_shape, settings.but(precision="fp32")) if graph_precision != "fp32" else staged
+            # What the quantizer did stays; which layers ORT left in float and how ORT's outputs
+            # agree are ORT's facts, so OpenVINO's own agreement replaces them.
+            record = {key: value for key, value in (info.get("quantization") or {}).items() if key not in ("layers", "agreement")}
+            record["method"] = self.precisions[settings.precision]
+            try:
+                record["agreement"] = _agreement(Path(fp32.model.onnx_path), Path(staged.model.onnx_path), input_shape, settings)
+            except Exception as exc:
+                raise BackendSkipped(f"OpenVINO cannot compile {Path(staged.model.onnx_path).name}: {_compile_error(exc)}") from None
+            info.update(precision=settings.precision, quantization=record)
+        return Staged(staged.model, info)
 
     def _open(self, model: "LoadedModel", x: "np.ndarray", settings: "RunSettings") -> BackendSession:
         wanted = "int8" if settings.precision == "int8" else "fp32"
@@ -104,6 +130,30 @@ class OpenVinoBackend(Backend):
             ceiling(gemm, kernel=f"MatMul {n}x{n} (precision hint {hint})", size=n, flops=2 * n**3),
             ceiling(copy, kernel=f"Negative over {copy_bytes // 2**20} MiB fp32", bytes=2 * copy_bytes),
         )
+
+
+def cpu_capabilities() -> list[str]:
+    """What the CPU plugin says it runs natively here (FP32, BF16, FP16, INT8, ...)."""
+    import openvino as ov
+
+    return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def _agreement(fp32_path: Path, path: Path, input_shape: Sequence[int], settings: "RunSettings") -> dict[str, Any]:
+    """OpenVINO's outputs in ``settings.precision`` (``path`` with its hint)
+    against its fp32 outputs of ``fp32_path`` on the calibration inputs."""
+    import openvino as ov
+
+    from lwprof.runtime.precision import agreement, calibration_inputs
+
+    core = ov.Core()
+    inputs = calibration_inputs(settings.int8, input_shape)
+    outputs = []
+    for file, precision in ((fp32_path, "fp32"), (path, settings.precision)):
+        compiled = core.compile_model(core.read_model(str(file)), "CPU", _config(settings.but(precision=precision), perf_count=False))
+        request = compiled.create_infer_request()
+        outputs.append([[as_float_array(request.infer({0: x})[out].copy()) for out in compiled.outputs] for x in inputs])
+    return agreement(outputs[0], outputs[1]).to_dict()
 
 
 def _compile_error(exc: Exception) -> str:
