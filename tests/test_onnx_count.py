@@ -408,6 +408,28 @@ class SharedLinear(nn.Module):
         return self.block(self.shared(self.shared(x))) + x
 
 
+class Branches(nn.Module):
+    """Branches in a ModuleList and a ModuleDict, as Inception blocks and Mobile-Former keep them: the
+    exporter gives the never-called container no scope (/branches.0/..., /left/...)."""
+
+    def __init__(self):
+        super().__init__()
+        self.branches = nn.ModuleList([nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU()), nn.Conv2d(3, 4, 3, padding=1)])
+        self.heads = nn.ModuleDict({"left": nn.Conv2d(8, 2, 1), "right": nn.Conv2d(8, 2, 1)})
+
+    def forward(self, x):
+        x = torch.cat([branch(x) for branch in self.branches], 1)
+        return self.heads["left"](x) + self.heads["right"](x)
+
+
+def test_modules_in_a_module_list_or_dict_keep_their_layer_names(tmp_path):
+    model = Branches().eval()
+    path = export_onnx(model, (1, 3, 8, 8), tmp_path / "branches.onnx")
+    names = {node.name: layer_name_of(node) for node in onnx.load(str(path)).graph.node}
+    assert names["/branches.0/branches.0.0/Conv"] == "branches.0.0" and names["/left/Conv"] == "heads.left"
+    assert {layer.name for layer in analyze_onnx(path).layers} == {layer.name for layer in lwprof.analyze(model, (1, 3, 8, 8)).layers}
+
+
 def test_export_names_layers_and_restores_training_flags(tmp_path):
     model = SharedLinear().train()
     path = export_onnx(model, (1, 8), tmp_path / "shared.onnx")

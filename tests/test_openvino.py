@@ -98,3 +98,14 @@ def test_a_lower_precision_carries_openvinos_own_agreement_with_its_fp32(tmp_pat
     assert "layers" not in record  # which layers ORT left in float says nothing about OpenVINO
     ort = get_backend("onnxruntime").stage(model, model.input_shape, settings).info["quantization"]["agreement"]
     assert record["agreement"] != ort
+
+
+def test_a_crash_of_openvinos_compiler_costs_the_backend_not_the_run():
+    import os
+
+    from lwprof.runtime.backends import BackendSkipped
+    from lwprof.runtime.backends.openvino_runtime import in_own_process
+
+    with pytest.raises(BackendSkipped, match=r"OpenVINO crashed compiling model.int8.onnx \(its process died\)"):
+        in_own_process("model.int8.onnx", os.abort)
+    assert in_own_process("model.onnx", max, 2, 3) == 3

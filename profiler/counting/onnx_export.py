@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 from lwprof.core.errors import LwprofError
 from lwprof.core.modules import eval_mode
 from lwprof.core.text import one_line
-from lwprof.counting.onnx_scopes import annotate
+from lwprof.counting.onnx_scopes import LAYER_NAMES_VERSION, annotate
 
 if TYPE_CHECKING:
     import onnx
@@ -176,6 +176,7 @@ def export_onnx(
             "lwprof.opset": str(opset),
             "lwprof.torch": torch.__version__,
             "lwprof.exporter": EXPORTER,
+            "lwprof.layer_names": LAYER_NAMES_VERSION,
         },
     )
     onnx.save(exported, str(path))

@@ -28,6 +28,8 @@ LAYER_KEY = "lwprof.layer"
 MODULE_PATH_KEY = "lwprof.module_path"
 MODULE_TYPE_KEY = "lwprof.module_type"
 DYNAMO_SCOPES_KEY = "pkg.torch.onnx.name_scopes"
+# Raised whenever annotate() names layers differently, so cached exports are annotated again.
+LAYER_NAMES_VERSION = "2"
 
 ROOT = "<root>"
 
@@ -73,6 +75,8 @@ def eager_op_name(op_type: str) -> str:
 def annotate(model: "onnx.ModelProto", module: "nn.Module") -> None:
     """Store each node's module path, module type and layer name, resolved
     against the real module tree (exact where scope names are ambiguous)."""
+    from torch import nn
+
     modules = dict(module.named_modules())
     leaves = {path for path, m in modules.items() if not any(True for _ in m.children())}
     children: dict[str, dict[str, str]] = {}
@@ -80,6 +84,12 @@ def annotate(model: "onnx.ModelProto", module: "nn.Module") -> None:
         if path:
             parent = path.rpartition(".")[0]
             children.setdefault(parent, {})[_scope_component(path)] = path
+            # A ModuleList or ModuleDict is never called, so it has no scope of its own: its
+            # children are scoped directly under the module that iterates it
+            # (/features/mixed_5a/branches.0/...).
+            while parent and isinstance(modules[parent], (nn.ModuleList, nn.ModuleDict)):
+                parent = parent.rpartition(".")[0]
+                children.setdefault(parent, {}).setdefault(_scope_component(path), path)
 
     def resolve(components: list[str]) -> str | None:
         path = ""

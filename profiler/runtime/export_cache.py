@@ -125,6 +125,7 @@ def cached_onnx_export(module: Any, model_name: str, input_shape: Sequence[int],
     import torch
 
     from lwprof.counting.onnx_export import DEFAULT_OPSET, EXPORTER, export_info, export_onnx
+    from lwprof.counting.onnx_scopes import LAYER_NAMES_VERSION
 
     shape = tuple(int(d) for d in input_shape)
     path = onnx_cache_path(cache_dir, model_name, shape)
@@ -134,6 +135,7 @@ def cached_onnx_export(module: Any, model_name: str, input_shape: Sequence[int],
         "opset": str(DEFAULT_OPSET),
         "torch": torch.__version__,
         "exporter": EXPORTER,
+        "layer_names": LAYER_NAMES_VERSION,
         FINGERPRINT_KEY.removeprefix("lwprof."): fingerprint,
     }
     if path.is_file():

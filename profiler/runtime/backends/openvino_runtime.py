@@ -85,10 +85,7 @@ class OpenVinoBackend(Backend):
             # agree are ORT's facts, so OpenVINO's own agreement replaces them.
             record = {key: value for key, value in (info.get("quantization") or {}).items() if key not in ("layers", "agreement")}
             record["method"] = self.precisions[settings.precision]
-            try:
-                record["agreement"] = _agreement(Path(fp32.model.onnx_path), Path(staged.model.onnx_path), input_shape, settings)
-            except Exception as exc:
-                raise BackendSkipped(f"OpenVINO cannot compile {Path(staged.model.onnx_path).name}: {_compile_error(exc)}") from None
+            record["agreement"] = _isolated_agreement(Path(fp32.model.onnx_path), Path(staged.model.onnx_path), input_shape, settings)
             info.update(precision=settings.precision, quantization=record)
         return Staged(staged.model, info)
 
@@ -137,6 +134,29 @@ def cpu_capabilities() -> list[str]:
     import openvino as ov
 
     return list(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+
+
+def _isolated_agreement(fp32_path: Path, path: Path, input_shape: Sequence[int], settings: "RunSettings") -> dict[str, Any]:
+    """:func:`_agreement` in a process of its own: OpenVINO's compiler can
+    crash the process on a graph it mishandles (it does on CondenseNet's int8
+    QDQ file), and that must cost this backend's figure, not the lwprof run."""
+    return in_own_process(path.name, _agreement, fp32_path, path, tuple(input_shape), settings)
+
+
+def in_own_process(model_file: str, function: Any, *args: Any) -> Any:
+    """``function(*args)`` in a fresh process; its death or an OpenVINO error
+    there is a :class:`BackendSkipped` naming ``model_file``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            return pool.submit(function, *args).result()
+    except BrokenProcessPool:
+        raise BackendSkipped(f"OpenVINO crashed compiling {model_file} (its process died)") from None
+    except Exception as exc:
+        raise BackendSkipped(f"OpenVINO cannot compile {model_file}: {_compile_error(exc)}") from None
 
 
 def _agreement(fp32_path: Path, path: Path, input_shape: Sequence[int], settings: "RunSettings") -> dict[str, Any]:
