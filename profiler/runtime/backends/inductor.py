@@ -97,7 +97,6 @@ class InductorSession(TorchSession):
         cache = os.environ["TORCHINDUCTOR_CACHE_DIR"]
         super().__init__(module, x, settings, source)
 
-        self.eager = self.module
         self.module = torch.compile(self.module)
         self.info["compiler"] = "torch.compile (inductor)"
         self.info["inductor_cache_dir"] = cache
