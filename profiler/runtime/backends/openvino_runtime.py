@@ -71,23 +71,36 @@ class OpenVinoBackend(Backend):
         return None
 
     def stage(self, model: "LoadedModel", input_shape: Sequence[int], settings: "RunSettings") -> Staged:
+        from dataclasses import replace
+
         from lwprof.runtime.backends import get_backend
 
         # The very file ONNX Runtime runs: one export (and one quantization) for both runtimes;
-        # bf16 is a compile hint on the fp32 graph.
-        graph_precision = "int8" if settings.precision == "int8" else "fp32"
-        onnx_runtime = get_backend("onnxruntime")
-        staged = onnx_runtime.stage(model, input_shape, settings.but(precision=graph_precision))
-        info = {**staged.info, "precision_hint": OV_PRECISION[settings.precision]}
-        if settings.precision != "fp32":
-            fp32 = onnx_runtime.stage(model, input_shape, settings.but(precision="fp32")) if graph_precision != "fp32" else staged
-            # What the quantizer did stays; which layers ORT left in float and how ORT's outputs
-            # agree are ORT's facts, so OpenVINO's own agreement replaces them.
-            record = {key: value for key, value in (info.get("quantization") or {}).items() if key not in ("layers", "agreement")}
-            record["method"] = self.precisions[settings.precision]
-            record["agreement"] = _isolated_agreement(Path(fp32.model.onnx_path), Path(staged.model.onnx_path), input_shape, settings)
-            info.update(precision=settings.precision, quantization=record)
-        return Staged(staged.model, info)
+        # bf16 and fp16 are compile hints on the fp32 graph.
+        fp32 = get_backend("onnxruntime").stage(model, input_shape, settings.but(precision="fp32"))
+        info = {**fp32.info, "precision_hint": OV_PRECISION[settings.precision]}
+        if settings.precision == "fp32":
+            return Staged(fp32.model, info)
+        fp32_path, record = Path(fp32.model.onnx_path), {}
+        staged_model = fp32.model
+        if settings.precision == "int8":
+            # ORT's quantizer alone: what ORT's session then makes of the file (its float
+            # layers, its agreement) is ORT's fact, not OpenVINO's, so it is not computed here.
+            from lwprof.counting.onnx_count import analyze_onnx
+            from lwprof.runtime.backends._ort_quantize import quantized_onnx
+            from lwprof.runtime.precision import analytic_record
+
+            try:
+                path, record = quantized_onnx(fp32_path, tuple(input_shape), settings.int8, Path(settings.cache_dir))
+                record["analytic"] = analytic_record(analyze_onnx(path, input_shape=tuple(input_shape), optimized=True),
+                                                     "ONNX Runtime's optimized int8 graph (OpenVINO's own fusions are not counted)")
+            except LwprofError as exc:
+                raise BackendSkipped(str(exc)) from None
+            staged_model = replace(fp32.model, onnx_path=path, precision="int8")
+        record["method"] = self.precisions[settings.precision]
+        record["agreement"] = _isolated_agreement(fp32_path, Path(staged_model.onnx_path), input_shape, settings)
+        info.update(precision=settings.precision, quantization=record)
+        return Staged(staged_model, info)
 
     def _open(self, model: "LoadedModel", x: "np.ndarray", settings: "RunSettings") -> BackendSession:
         wanted = "int8" if settings.precision == "int8" else "fp32"
