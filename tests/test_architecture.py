@@ -88,7 +88,7 @@ def rediscover(monkeypatch):
 def test_a_backend_from_another_package_works_in_every_command(tmp_path, monkeypatch, rediscover):
     _install(tmp_path, "theirs = lwprof_theirs:TheirsBackend")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert backends.backend_names() == ["torch", "onnxruntime", "openvino", "inductor", "theirs"]
+    assert backends.backend_names() == ["torch", "onnxruntime", "openvino", "inductor", "executorch", "theirs"]
     assert backends.default_backends() == ["torch", "onnxruntime"]  # it is not measured unless asked for
     monkeypatch.setattr(roofline, "measure_peaks", lambda b, s: roofline.DevicePeaks(b, s.device, s.threads, 1e11, 1e10, measured_at="test"))
     result = CliRunner().invoke(app, [

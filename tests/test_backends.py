@@ -76,7 +76,7 @@ def prepare(name, model, cache_dir, device="cpu", threads=1):
 
 
 def test_backend_names_in_registration_order():
-    assert backend_names() == ["torch", "onnxruntime", "openvino", "inductor"]
+    assert backend_names() == ["torch", "onnxruntime", "openvino", "inductor", "executorch"]
 
 
 def test_registering_a_duplicate_name_fails(monkeypatch):
@@ -89,7 +89,7 @@ def test_registering_a_duplicate_name_fails(monkeypatch):
         package = "torch"
         install_hint = "pip install torch"
 
-    assert backend_names() == ["torch", "onnxruntime", "openvino", "inductor", "torch_compile"]
+    assert backend_names() == ["torch", "onnxruntime", "openvino", "inductor", "executorch", "torch_compile"]
     assert isinstance(get_backend("torch_compile"), Compiled)
 
     class Again(Backend):
@@ -101,18 +101,19 @@ def test_registering_a_duplicate_name_fails(monkeypatch):
 
 @pytest.mark.parametrize(
     ("typo", "suggested"),
-    [("onnxrutime", "did you mean onnxruntime?"), ("tourch", "did you mean torch?"), ("Torch", "did you mean torch?")],
+    [("onnxrutime", "did you mean onnxruntime?"), ("tourch", "did you mean torch, executorch?"),
+     ("Torch", "did you mean torch, executorch?")],
 )
 def test_unknown_backend_suggests_close_names(typo, suggested):
     with pytest.raises(LwprofError) as caught:
         get_backend(typo)
-    assert str(caught.value) == f"unknown backend '{typo}'; {suggested} (backends: torch, onnxruntime, openvino, inductor)"
+    assert str(caught.value) == f"unknown backend '{typo}'; {suggested} (backends: torch, onnxruntime, openvino, inductor, executorch)"
 
 
 def test_unknown_backend_without_close_name_lists_backends():
     with pytest.raises(LwprofError) as caught:
         get_backend("tensorrt")
-    assert str(caught.value) == "unknown backend 'tensorrt' (backends: torch, onnxruntime, openvino, inductor)"
+    assert str(caught.value) == "unknown backend 'tensorrt' (backends: torch, onnxruntime, openvino, inductor, executorch)"
 
 
 # ---------------------------------------------------------------- devices, inputs, cache dir

@@ -49,7 +49,8 @@ def test_every_backend_declares_each_precision_or_says_why_not(name, precision):
     assert "fp32" in backend.precisions
     problem = backend.precision_problem(precision)
     if precision in backend.precisions:
-        assert problem is None
+        # A declared precision may still need the CPU's own support (OpenVINO's fp16 needs FP16 in its plugin's list).
+        assert problem is None or problem.startswith(f"{name} does not run {precision} natively on this CPU")
     else:
         assert problem.startswith(f"{name} does not run {precision}: ")
 

@@ -142,7 +142,7 @@ class LatencyJob:
                 self.timings["prepare_s"] += time.perf_counter() - started
             primary, *more = variants(self.settings.allocator)
             result.info = dict(staged.info)
-            for note in _precision_notes(result):
+            for note in [*result.info.get("notes", ()), *_precision_notes(result)]:
                 result.warnings.append(note)
                 console.warn(note)
             reply = self._in_worker(result, staged, primary, layer_runs=self.settings.layer_runs, outputs=True)

@@ -18,7 +18,9 @@ DEFAULT_INPUT_SHAPE: tuple[int, ...] = (1, 3, 224, 224)
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A resolved SPEC: a PyTorch module (kind "torch") or an ONNX file (kind "onnx").
+    """A resolved SPEC: a PyTorch module (kind "torch") or an ONNX file (kind
+    "onnx"); a backend's staging may also make a program of its own runtime
+    (kind "executorch": ``program_path``, an ExecuTorch ``.pte``).
 
     ``recipe`` rebuilds the very same model in another process (a picklable
     call, such as :func:`load_model` with this SPEC): latency is measured in
@@ -33,6 +35,7 @@ class LoadedModel:
     source: str
     # The element types of the file or module as it is: "int8" for a quantized ONNX file.
     precision: str = "fp32"
+    program_path: Path | None = None
     recipe: Callable[[], "LoadedModel"] | None = field(default=None, compare=False, repr=False)
 
     def portable(self) -> "LoadedModel":

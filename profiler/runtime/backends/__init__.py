@@ -62,6 +62,7 @@ BUILT_IN = (
     "lwprof.runtime.backends.onnx_runtime",
     "lwprof.runtime.backends.openvino_runtime",
     "lwprof.runtime.backends.inductor",
+    "lwprof.runtime.backends.executorch_runtime",
 )
 
 
