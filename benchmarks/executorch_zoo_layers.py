@@ -15,7 +15,7 @@ way ``lwprof profile`` joins them. Per model it reports:
 
 Usage (from the repository root, with the executorch extra)::
 
-    .venv/bin/python benchmarks/executorch_zoo_layers.py [--models M ...] [--out reports/benchmarks/executorch-zoo]
+    .venv/bin/python benchmarks/executorch_zoo_layers.py [--models M ...] [--cache-dir DIR] [--out reports/benchmarks/executorch-zoo]
 
 Results: ``results.json`` and ``summary.md`` in ``--out``.
 """
@@ -108,6 +108,8 @@ def main() -> int:
     parser.add_argument("--models", nargs="+", default=None, help="zoo models (default: the whole zoo)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="where the programs are cached (default: a temporary folder; give lwprof's own to reuse them)")
     args = parser.parse_args()
     import torch
 
@@ -119,10 +121,11 @@ def main() -> int:
     rows = []
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="executorch-zoo-") as scratch:
+        cache = args.cache_dir or Path(scratch)
         for index, name in enumerate(models, 1):
             print(f"[{index}/{len(models)}] {name}", file=sys.stderr, flush=True)
             try:
-                rows.append(check_model(name, Path(scratch), args.threads))
+                rows.append(check_model(name, cache, args.threads))
             except Exception as exc:  # one model's failure is a row, not the end of the run
                 rows.append({"model": name, "error": str(exc).splitlines()[0][:200], "traceback": traceback.format_exc()})
             print(f"    {json.dumps({k: v for k, v in rows[-1].items() if k != 'traceback'})[:300]}", file=sys.stderr, flush=True)

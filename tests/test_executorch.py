@@ -8,9 +8,10 @@ import importlib.util
 
 import pytest
 import torch
+from torch import nn
 
 from lwprof.runtime.backends import get_backend
-from lwprof.runtime.backends._executorch_export import LayerNamer, _op_name
+from lwprof.runtime.backends._executorch_export import LayerNamer, _op_name, node_layers
 from lwprof.runtime.backends._xnnpack_graph import XNode, align, can_come_from, operator_head, operator_kind
 from lwprof.runtime.backends.executorch_runtime import ExecuTorchBackend, _delegate_layers, layer_rows
 from lwprof.runtime.loader import LoadedModel
@@ -113,6 +114,39 @@ def test_layer_rows_sum_a_layers_operators_per_run_and_name_portable_instruction
     assert rows["conv"].covers == ("conv", "bn")
     assert rows["block (add)"].samples_s == pytest.approx((4e-6, 5e-6))  # add + clamp, run by run
     assert rows["block (add)"].ops == ("XNNPACK Add (ND)", "XNNPACK Clamp (NC)")
+
+
+class DenseBlock(nn.Module):
+    """A stem convolution whose output a BatchNorm-ReLU-conv branch reads and
+    a concatenation keeps: the BatchNorm cannot fold into the stem (two
+    users), so XNNPACK runs it as a depthwise convolution of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4)
+        self.act = nn.ReLU()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        y = self.stem(x)
+        return torch.cat([y, self.conv(self.act(self.norm(y)))], 1)
+
+
+def traced(module, handles):
+    graph = [n for n in torch.fx.symbolic_trace(module).graph.nodes if n.op in ("call_module", "call_function")]
+    for graph_node, handle in zip(graph, handles):
+        graph_node.meta["debug_handle"] = handle
+    return graph
+
+
+def test_a_batchnorm_xnnpack_rewrote_goes_to_its_own_node_and_a_folded_one_to_its_convolution():
+    graph = traced(DenseBlock(), [1, 2, 3, 4, 5])  # stem, norm, act, conv, cat
+    nodes = [node("XNNConv2d", 1), node("XNNDepthwiseConv2d", 9), node("XNNConv2d", 4), node("XNNConcatenate2", 5)]
+    assert node_layers(nodes, graph, lambda n: n.name) == [["stem"], ["norm", "act"], ["conv"], ["cat"]]
+    folded = traced(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1)), [1, 2, 3, 4])
+    nodes = [node("XNNStaticTranspose", 65535), node("XNNConv2d", 1, fused=True), node("XNNConv2d", 4)]
+    assert node_layers(nodes, folded, lambda n: n.name) == [[], ["_0", "_1", "_2"], ["_3"]]
 
 
 @pytest.mark.parametrize(("target", "name"), [
@@ -227,3 +261,33 @@ def test_zoo_model_lists_what_xnnpack_left_out_and_names_every_row(tmp_path):
     assert convolutions <= {row.layer for row in rows}
     strays = {row.layer for row in rows if row.layer not in names and not row.layer.endswith("layout)")}
     assert strays == {"head.flatten"}  # nn.Flatten: a view (no analytic row), a reshape in XNNPACK
+
+
+@needs_executorch
+@pytest.mark.executorch
+def test_int8_is_quantized_calibrated_agrees_and_keeps_layer_names(tmp_path):
+    """PT2E with XNNPACK's quantizer: every convolution and the linear layer
+    run as XNNPACK integer kernels under their own layer names (the quantized
+    graph's lost module stacks carried over from the fp32 graph), the
+    BatchNorms folded by quantization, outputs compared with the fp32
+    program's on the calibration inputs."""
+    from lwprof.reports.profile_run import ran_in
+    from lwprof.runtime.precision import Int8Recipe
+
+    model = residual_model()
+    settings = RunSettings(device="cpu", threads=1, cache_dir=tmp_path, precision="int8",
+                           int8=Int8Recipe(calibration_inputs=4))
+    staged = get_backend("executorch").stage(model, model.input_shape, settings)
+    record = staged.info["quantization"]
+    assert staged.model.precision == "int8" and staged.info["precision"] == "int8"
+    assert record["per_channel"] is True and record["calibration_inputs"] == 4
+    assert set(record["agreement"]) >= {"relative_error", "cosine", "meaningful"}
+    assert record["agreement"]["meaningful"] is True  # a calibrated int8 Residual still computes the same function
+    with get_backend("executorch").prepare(staged.model, example_input(model.input_shape), settings) as session:
+        rows = {row.layer: row for row in session.layer_timings(2)}
+    for layer in ("stem.0", "project.0", "fc"):
+        assert ran_in(rows[layer].ops, "int8") == "int8", rows[layer].ops
+    assert rows["stem.0"].covers == ("stem.0", "stem.2")  # its ReLU; the BatchNorm (stem.1) was folded by quantization
+    assert sorted(rows) == ["<root> (add)", "<root> (view)", "<root> (view, layout)", "fc", "pool", "project.0", "stem.0",
+                            "stem.0 (layout)"]
+    assert "fc" not in rows["project.0"].layers

@@ -39,6 +39,8 @@ INT8_KERNELS = frozenset({
     "QLinearReduceMean", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
     "QAttention", "QEmbedLayerNormalization", "MaxPool_int8",
 })
+# XNNPACK names a kernel by its data types ("Convolution (NHWC, QS8, QC8W) IGEMM"): these mark an integer one.
+XNNPACK_INT8_TYPES = ("QS8", "QU8", "QC8", "QD8", "QC4W")
 # Nodes that only change a tensor's type (their time is the quantization tax).
 CONVERSION_OPS = {"QuantizeLinear": "quantize", "DequantizeLinear": "dequantize", "Cast": "cast",
                   "DynamicQuantizeLinear": "quantize"}

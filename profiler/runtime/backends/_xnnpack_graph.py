@@ -52,6 +52,10 @@ RUNTIME_OPERATORS: dict[str, tuple[str, ...]] = {
     "Resize Bilinear": ("XNNStaticResizeBilinear2D",),
     "Divide": ("XNNDiv",),
     "Scaled Dot Product Attention": ("XNNScaledDotProductAttention",),
+    # What XNNPACK 1.5's profiler calls an int8 unary operator it has no name for (an int8 HardSwish).
+    "Invalid Unary Op": ("XNNHardswish", "XNNSigmoid", "XNNTanh", "XNNELU", "XNNLeakyReLU", "XNNGelu", "XNNNegate",
+                         "XNNAbs", "XNNSquare", "XNNSquareRoot", "XNNReciprocalSquareRoot", "XNNExp", "XNNLog", "XNNSin",
+                         "XNNCos", "XNNFloor", "XNNCeiling"),
 }
 # Runtime operators that only move data between layouts: a row of their own, named after a neighbour.
 LAYOUT_OPERATORS = frozenset({"Transpose", "Copy", "Static Reshape", "Convert"})

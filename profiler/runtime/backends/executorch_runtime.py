@@ -40,7 +40,7 @@ from lwprof.core.errors import LwprofError
 from lwprof.core.text import one_line
 from lwprof.core.timing import LayerTiming
 from lwprof.runtime.backends import Backend, BackendSession, BackendSkipped, Staged, register_backend, session_timer
-from lwprof.runtime.backends._executorch_export import cached_program, lower_to_xnnpack
+from lwprof.runtime.backends._executorch_export import Quantization, cached_program, lower_to_xnnpack
 from lwprof.runtime.backends._xnnpack_graph import LAYOUT_OPERATORS, XNode, align, operator_head, operator_kind
 from lwprof.runtime.outputs import as_float_array, flatten_outputs
 
@@ -64,12 +64,12 @@ class ExecuTorchBackend(Backend):
     memory_view = "fused"  # XNNPACK folds BatchNorms and runs activations in its convolutions' output range
     precisions = {
         "fp32": "torch.export, to_edge_transform_and_lower with XnnpackPartitioner(), to_executorch; XNNPACK's fp32 kernels",
+        "int8": "torchao PT2E with XNNPACKQuantizer's symmetric config (int8 activations, int8 weights per channel), "
+                "calibrated on the int8 recipe's inputs, then lowered to XNNPACK like fp32; XNNPACK's QS8 kernels",
     }
     unsupported_precisions = {
         "bf16": "XNNPACK's ExecuTorch delegate has no bf16 convolution kernels",
         "fp16": "XNNPACK runs fp16 only on CPUs with native fp16 arithmetic (Arm); measure fp16 with --backend torch",
-        "int8": "XNNPACK int8 needs torchao's PT2E flow with XNNPACKQuantizer, which lwprof does not run yet; "
-                "measure int8 with --backend onnxruntime or openvino",
     }
 
     def _package_problem(self) -> str | None:
@@ -92,8 +92,14 @@ class ExecuTorchBackend(Backend):
         if model.module is None:
             raise BackendSkipped(f"{model.name} has no module to export")
         shape = tuple(int(d) for d in input_shape)
+        quantization = None
+        if settings.precision == "int8":
+            from lwprof.runtime.precision import calibration_inputs
+
+            quantization = Quantization(settings.int8.per_channel, tuple(calibration_inputs(settings.int8, shape)))
         try:
-            program = cached_program(model.module, model.name, shape, settings.precision, Path(settings.cache_dir))
+            program = cached_program(model.module, model.name, shape, settings.precision, Path(settings.cache_dir), quantization)
+            int8_record = self._int8_record(model, shape, settings, program, quantization) if quantization else None
         except LwprofError as exc:
             raise BackendSkipped(str(exc)) from None
         record = program.record
@@ -107,11 +113,27 @@ class ExecuTorchBackend(Backend):
         }
         info = {"exported": True, "export_cached": program.cached, "export_s": program.export_s,
                 "program_path": str(program.path), "delegation": delegation}
+        if int8_record is not None:
+            info.update(precision="int8", quantization=int8_record)
         if delegation["not_delegated"]:
             layers = list(dict.fromkeys(op["layer"] for op in delegation["not_delegated"]))
             info["notes"] = [f"executorch: {len(delegation['not_delegated'])} ops of {len(layers)} layers run outside XNNPACK, "
                              f"on ExecuTorch's portable kernels ({', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''})"]
         return Staged(staged, info)
+
+    def _int8_record(self, model: "LoadedModel", shape: tuple[int, ...], settings: "RunSettings", program: Any,
+                     quantization: Quantization) -> dict[str, Any]:
+        """How the int8 program was made and how its outputs agree with the
+        fp32 program's, both run by ExecuTorch on the calibration inputs."""
+        from lwprof.runtime.precision import agreement
+
+        fp32 = cached_program(model.module, model.name, shape, "fp32", Path(settings.cache_dir))
+        set_threads(settings.threads)
+        outputs = [_program_outputs(path, quantization.calibration) for path in (fp32.path, program.path)]
+        return {"method": self.precisions["int8"], **program.record["quantization"],
+                "scheme": "s8s8 (XNNPACKQuantizer's symmetric config; --int8-scheme applies to ONNX Runtime)",
+                "calibration": f"{len(quantization.calibration)} inputs (the int8 recipe's)",
+                "agreement": agreement(*outputs).to_dict()}
 
     def _open(self, model: "LoadedModel", x: "np.ndarray", settings: "RunSettings") -> BackendSession:
         staged = model if model.kind == "executorch" else self.stage(model, x.shape, settings).model
@@ -156,6 +178,16 @@ def _kernel_program(module: Any, shape: tuple[int, ...], path: Path) -> tuple[An
     path.write_bytes(lower_to_xnnpack(module.eval(), x)[0].buffer)
     method = Runtime.get().load_program(str(path), verification=Verification.Minimal).load_method("forward")
     return method, [x]
+
+
+def _program_outputs(path: Path, inputs: Sequence["np.ndarray"]) -> list[list["np.ndarray"]]:
+    """A program's outputs on each input, as float arrays."""
+    import torch
+    from executorch.runtime import Runtime, Verification
+
+    method = Runtime.get().load_program(str(path), verification=Verification.Minimal).load_method("forward")
+    return [[as_float_array(t) for t in flatten_outputs(list(method.execute([torch.from_numpy(x.copy())])), torch.Tensor)]
+            for x in inputs]
 
 
 def set_threads(threads: int) -> dict[str, int]:
