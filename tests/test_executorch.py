@@ -78,6 +78,14 @@ def test_alignment_fuses_dropped_nodes_and_keeps_added_operators():
     assert align(operators, nodes) == [0, 1, 3, 4, 5, 7, None]
 
 
+def test_an_activation_xnnpack_runs_apart_from_its_node_joins_that_nodes_row():
+    nodes = [{"type": "XNNAdd", "debug_handle": 5, "fused_clamp": True, "layers": ["block (add)", "block.act"]},
+             {"type": "XNNConv2d", "debug_handle": 7, "fused_clamp": False, "layers": ["next.conv"]}]
+    operators = ["Add (ND) #1", "Clamp (NC) #1", "Convolution (NHWC, F32) IGEMM #1"]  # the add's ReLU as its own operator
+    assert [layers for layers, _ in _delegate_layers(operators, nodes)] == [
+        ("block (add)", "block.act"), ("block (add)", "block.act"), ("next.conv",)]
+
+
 def test_delegate_rows_name_fused_nodes_and_layout_operators():
     nodes = [
         {"type": "XNNStaticTranspose", "debug_handle": 65535, "fused_clamp": False, "layers": []},
@@ -142,8 +150,10 @@ def traced(module, handles):
 
 def test_a_batchnorm_xnnpack_rewrote_goes_to_its_own_node_and_a_folded_one_to_its_convolution():
     graph = traced(DenseBlock(), [1, 2, 3, 4, 5])  # stem, norm, act, conv, cat
-    nodes = [node("XNNConv2d", 1), node("XNNDepthwiseConv2d", 9), node("XNNConv2d", 4), node("XNNConcatenate2", 5)]
-    assert node_layers(nodes, graph, lambda n: n.name) == [["stem"], ["norm", "act"], ["conv"], ["cat"]]
+    # The rewritten BatchNorm carries the handle of an inserted node, as XNNPACK 1.5 gives it.
+    nodes = [node("XNNConv2d", 1), node("XNNStaticTranspose", 65535), node("XNNDepthwiseConv2d", 65535), node("XNNConv2d", 4),
+             node("XNNConcatenate2", 5)]
+    assert node_layers(nodes, graph, lambda n: n.name) == [["stem"], [], ["norm", "act"], ["conv"], ["cat"]]
     folded = traced(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1)), [1, 2, 3, 4])
     nodes = [node("XNNStaticTranspose", 65535), node("XNNConv2d", 1, fused=True), node("XNNConv2d", 4)]
     assert node_layers(nodes, folded, lambda n: n.name) == [[], ["_0", "_1", "_2"], ["_3"]]

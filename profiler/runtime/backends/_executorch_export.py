@@ -25,10 +25,10 @@ from typing import Any, Callable, Sequence
 
 from lwprof.core.errors import LwprofError
 from lwprof.core.text import one_line
-from lwprof.runtime.backends._xnnpack_graph import INSERTED_HANDLE, XNode
+from lwprof.runtime.backends._xnnpack_graph import DATA_MOVEMENT, XNode
 
 # Written beside each cached program; a program whose record is missing or differs is exported again.
-RECORD_VERSION = "4"
+RECORD_VERSION = "5"
 _PROGRAM_OPS = {"executorch_call_delegate", "getitem", "alloc"}
 
 
@@ -269,9 +269,10 @@ def node_layers(nodes: Sequence[XNode], graph: Sequence[Any], name_of: Callable[
     passes: folded into the node that computes its only input (a BatchNorm
     into its convolution, a ReLU into its output range), or turned into a
     node of the delegate's own, with a handle of its own (a BatchNorm after a
-    concatenation becomes a depthwise convolution), which then takes it: the
-    first such node between the XNNPACK nodes of the graph nodes around it.
-    Nodes the delegate inserted (handle 65535: NCHW/NHWC transposes) take none."""
+    concatenation becomes a depthwise convolution, with the handle 65535 of
+    an inserted node), which then takes it: the first such computing node
+    between the XNNPACK nodes of the graph nodes around it. The transposes,
+    reshapes and copies the delegate inserted take none."""
     owner_of_handle: dict[Any, int] = {}
     for k, node in enumerate(nodes):
         owner_of_handle.setdefault(node.debug_handle, k)
@@ -286,7 +287,7 @@ def node_layers(nodes: Sequence[XNode], graph: Sequence[Any], name_of: Callable[
         """Give the pending graph nodes to a rewritten node between ``last`` and ``upto``, else to ``last``."""
         start = -1 if last is None else last
         stop = len(nodes) if upto is None else upto
-        rewritten = next((k for k in range(start + 1, stop) if not own_handle[k] and nodes[k].debug_handle != INSERTED_HANDLE), None)
+        rewritten = next((k for k in range(start + 1, stop) if not own_handle[k] and nodes[k].type not in DATA_MOVEMENT), None)
         target = rewritten if rewritten is not None else last if last is not None else upto
         for pending_node in pending:
             owner_of_graph[pending_node] = target

@@ -28,9 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-# The debug handle of a node the delegate added itself (no graph node behind it).
-INSERTED_HANDLE = 65535
-
 # XNNPACK's runtime operator name (before " (" and " #") -> the XNode types it can come from.
 # Names not listed match the XNode type of the same name without spaces (Add, Clamp, HardSwish, ...).
 RUNTIME_OPERATORS: dict[str, tuple[str, ...]] = {
@@ -59,6 +56,8 @@ RUNTIME_OPERATORS: dict[str, tuple[str, ...]] = {
 }
 # Runtime operators that only move data between layouts: a row of their own, named after a neighbour.
 LAYOUT_OPERATORS = frozenset({"Transpose", "Copy", "Static Reshape", "Convert"})
+# XNodes that move data without computing: the delegate inserts them (NCHW/NHWC), they compute no layer.
+DATA_MOVEMENT = frozenset({"XNNStaticTranspose", "XNNStaticReshape", "XNNCopy", "XNNConvert"})
 
 
 @dataclass(frozen=True)

@@ -343,6 +343,10 @@ def _delegate_layers(operators: list[str], nodes: list[dict[str, Any]]) -> list[
         target = last_owner if last_owner is not None else first_owner
         if target is not None:
             layers[target].extend(layer for layer in node["layers"] if layer not in layers[target])
+    for i, operator in enumerate(operators):
+        j = matched[i - 1] if i else None
+        if matched[i] is None and operator_head(operator) == "Clamp" and j is not None and nodes[j]["fused_clamp"]:
+            layers[i] = list(layers[i - 1])  # the activation the node before carried, run as an operator of its own
     named: list[tuple[tuple[str, ...], str]] = []
     for i, operator in enumerate(operators):
         op = f"XNNPACK {operator_kind(operator)}"
