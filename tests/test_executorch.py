@@ -141,22 +141,45 @@ class DenseBlock(nn.Module):
         return torch.cat([y, self.conv(self.act(self.norm(y)))], 1)
 
 
-def traced(module, handles):
-    graph = [n for n in torch.fx.symbolic_trace(module).graph.nodes if n.op in ("call_module", "call_function")]
+def exported_nodes(module, handles, shape=(1, 3, 8, 8)):
+    """The op nodes of ``module``'s exported graph, numbered as debug handles in order."""
+    graph = [n for n in torch.export.export(module.eval(), (torch.randn(shape),)).graph.nodes
+             if n.op == "call_function" and _op_name(n.target) != "getitem"]
     for graph_node, handle in zip(graph, handles):
         graph_node.meta["debug_handle"] = handle
     return graph
 
 
 def test_a_batchnorm_xnnpack_rewrote_goes_to_its_own_node_and_a_folded_one_to_its_convolution():
-    graph = traced(DenseBlock(), [1, 2, 3, 4, 5])  # stem, norm, act, conv, cat
+    graph = exported_nodes(DenseBlock(), [1, 2, 3, 4, 5])  # stem, norm, act, conv, cat
     # The rewritten BatchNorm carries the handle of an inserted node, as XNNPACK 1.5 gives it.
     nodes = [node("XNNConv2d", 1), node("XNNStaticTranspose", 65535), node("XNNDepthwiseConv2d", 65535), node("XNNConv2d", 4),
              node("XNNConcatenate2", 5)]
-    assert node_layers(nodes, graph, lambda n: n.name) == [["stem"], [], ["norm", "act"], ["conv"], ["cat"]]
-    folded = traced(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1)), [1, 2, 3, 4])
+    name_of = LayerNamer(DenseBlock())
+    assert node_layers(nodes, graph, name_of) == [["stem"], [], ["norm", "act"], ["conv"], ["<root> (cat)"]]
+    folded = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 4, 1))
     nodes = [node("XNNStaticTranspose", 65535), node("XNNConv2d", 1, fused=True), node("XNNConv2d", 4)]
-    assert node_layers(nodes, folded, lambda n: n.name) == [[], ["_0", "_1", "_2"], ["_3"]]
+    assert node_layers(nodes, exported_nodes(folded, [1, 2, 3, 4]), LayerNamer(folded)) == [[], ["0", "1", "2"], ["3"]]
+
+
+def test_a_batchnorm_after_a_concatenation_is_not_folded_into_it():
+    """ESPNet: BatchNorm-PReLU on a concatenation's output. Nothing folds into
+    a concatenation; the BatchNorm is XNNPACK's depthwise convolution."""
+
+    class Concat(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 2, 1), nn.Conv2d(3, 2, 1)
+            self.norm, self.act = nn.BatchNorm2d(4), nn.PReLU(4)
+
+        def forward(self, x):
+            return self.act(self.norm(torch.cat([self.a(x), self.b(x)], 1)))
+
+    module = Concat()
+    graph = exported_nodes(module, [1, 2, 3, 4, 5])  # a, b, cat, norm, act
+    nodes = [node("XNNConv2d", 1), node("XNNConv2d", 2), node("XNNConcatenate2", 3), node("XNNDepthwiseConv2d", 65535),
+             node("XNNPReLU", 5)]
+    assert node_layers(nodes, graph, LayerNamer(module)) == [["a"], ["b"], ["<root> (cat)"], ["norm"], ["act"]]
 
 
 @pytest.mark.parametrize(("target", "name"), [

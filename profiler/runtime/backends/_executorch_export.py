@@ -28,7 +28,7 @@ from lwprof.core.text import one_line
 from lwprof.runtime.backends._xnnpack_graph import DATA_MOVEMENT, XNode
 
 # Written beside each cached program; a program whose record is missing or differs is exported again.
-RECORD_VERSION = "5"
+RECORD_VERSION = "6"
 _PROGRAM_OPS = {"executorch_call_delegate", "getitem", "alloc"}
 
 
@@ -309,7 +309,7 @@ def node_layers(nodes: Sequence[XNode], graph: Sequence[Any], name_of: Callable[
             continue
         producer = next((arg for arg in graph_node.args if hasattr(arg, "users")), None)
         if last is not None and producer is not None and not pending and owner_of_graph.get(producer) == last \
-                and len(producer.users) == 1:
+                and len(producer.users) == 1 and _folds_into(_op_name(graph_node.target), nodes[last].type):
             owner_of_graph[graph_node] = last  # folded into (or fused with) what computes its only input
             _add(layers[last], name_of(graph_node))
         else:
@@ -318,6 +318,16 @@ def node_layers(nodes: Sequence[XNode], graph: Sequence[Any], name_of: Callable[
         settle(None)
     # Every node of a graph node that became several (a hard-sigmoid: add, clamp, divide) computes its layers.
     return [layers[owner_of_handle[node.debug_handle]] if own_handle[k] else layers[k] for k, node in enumerate(nodes)]
+
+
+# What XNNPACK's passes fold into the node before them: an activation into any node's output range, a
+# BatchNorm into a convolution's or a linear layer's weights. Anything else was turned into a node of its own.
+_ACTIVATIONS = frozenset({"relu", "relu_", "hardtanh", "hardtanh_", "clamp"})
+_WEIGHTED = frozenset({"XNNConv2d", "XNNDepthwiseConv2d", "XNNFullyConnected", "XNNConvTranspose2d"})
+
+
+def _folds_into(op: str, node_type: str) -> bool:
+    return op in _ACTIVATIONS or ("batch_norm" in op and node_type in _WEIGHTED)
 
 
 def _add(layers: list[str], layer: str) -> None:
