@@ -219,9 +219,11 @@ def interrupt_after(args, timing_lines, tmp_path, signal_group=False, settle_s=0
     import sys
     import time
 
+    # SIGINT at its default in the child, as in a terminal: a suite started as a background job
+    # (`make test &`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     process = subprocess.Popen(
         [sys.executable, "-m", "lwprof", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        start_new_session=True, cwd=tmp_path,
+        start_new_session=True, cwd=tmp_path, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen, lines = 0, []
     for line in process.stderr:

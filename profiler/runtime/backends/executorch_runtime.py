@@ -248,8 +248,8 @@ class ExecuTorchSession(BackendSession):
         return layer_rows(events, self.record, runs)
 
     def _profiled_events(self, runs: int) -> list[dict[str, Any]]:
-        """Each profiled event of ``runs`` executions (after a warm-up): name,
-        delegate index (None outside a delegate), debug handle, seconds per run."""
+        """Each profiled event of ``runs`` executions (after a warm-up): its
+        name, whether XNNPACK ran it, its program instruction, seconds per run."""
         from executorch.devtools import Inspector
         from executorch.devtools.inspector import TimeScale
 
