@@ -17,8 +17,9 @@ own default is its count of performance cores) and both counts are recorded.
 
 Per layer: the program is loaded again with ETDump profiling on, and
 :class:`executorch.devtools.Inspector` reads each XNNPACK operator's and each
-portable instruction's time. Portable instructions carry the debug handle of
-their graph node, which names the layer. XNNPACK operators carry only their
+portable instruction's time. A portable instruction is named through the
+program's debug handle map (instruction -> graph node -> module stack),
+recorded at export. XNNPACK operators carry only their
 own names; :mod:`lwprof.runtime.backends._xnnpack_graph` matches them to the
 delegate's serialized nodes, whose debug handles name the layers (a
 BatchNorm folded into its convolution, an activation fused into its output
@@ -46,6 +47,7 @@ from lwprof.runtime.outputs import as_float_array, flatten_outputs
 
 if TYPE_CHECKING:
     import numpy as np
+
     from lwprof.runtime.loader import LoadedModel
     from lwprof.runtime.settings import RunSettings
 
@@ -143,13 +145,8 @@ class ExecuTorchBackend(Backend):
 
     def peak_kernels(self, settings: "RunSettings") -> tuple[dict[str, Any], dict[str, Any]]:
         import torch
-        from lwprof.runtime.measure import (
-            COPY_BYTES,
-            GEMM_SIZE,
-            HostTimer,
-            ceiling,
-            time_kernel,
-        )
+
+        from lwprof.runtime.measure import COPY_BYTES, GEMM_SIZE, HostTimer, ceiling, time_kernel
 
         n = GEMM_SIZE["cpu"]
         # The bandwidth kernel streams its weights, not its input: Method.execute copies inputs and
@@ -169,25 +166,35 @@ class ExecuTorchBackend(Backend):
         )
 
 
+def _load(path: Path, **options: Any) -> Any:
+    """A program loaded by ExecuTorch's runtime, with minimal verification (the session records it)."""
+    from executorch.runtime import Runtime, Verification
+
+    return Runtime.get().load_program(str(path), verification=Verification.Minimal, **options)
+
+
+def _float_outputs(method: Any, inputs: list[Any]) -> list["np.ndarray"]:
+    """One execution's outputs, flattened, as float arrays."""
+    import torch
+
+    return [as_float_array(t) for t in flatten_outputs(list(method.execute(inputs)), torch.Tensor)]
+
+
 def _kernel_program(module: Any, shape: tuple[int, ...], path: Path) -> tuple[Any, list[Any]]:
     """``module`` lowered to XNNPACK and loaded: its method and an input."""
     import torch
-    from executorch.runtime import Runtime, Verification
 
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     path.write_bytes(lower_to_xnnpack(module.eval(), x)[0].buffer)
-    method = Runtime.get().load_program(str(path), verification=Verification.Minimal).load_method("forward")
-    return method, [x]
+    return _load(path).load_method("forward"), [x]
 
 
 def _program_outputs(path: Path, inputs: Sequence["np.ndarray"]) -> list[list["np.ndarray"]]:
     """A program's outputs on each input, as float arrays."""
     import torch
-    from executorch.runtime import Runtime, Verification
 
-    method = Runtime.get().load_program(str(path), verification=Verification.Minimal).load_method("forward")
-    return [[as_float_array(t) for t in flatten_outputs(list(method.execute([torch.from_numpy(x.copy())])), torch.Tensor)]
-            for x in inputs]
+    method = _load(path).load_method("forward")
+    return [_float_outputs(method, [torch.from_numpy(x.copy())]) for x in inputs]
 
 
 def set_threads(threads: int) -> dict[str, int]:
@@ -210,16 +217,13 @@ class ExecuTorchSession(BackendSession):
     def __init__(self, program_path: Path, x: "np.ndarray", settings: "RunSettings"):
         import numpy as np
         import torch
-        from executorch.runtime import Runtime, Verification
 
         self.device = "cpu"
         self.timer = session_timer("cpu")
         self.program_path = program_path
         threadpool = set_threads(settings.threads)
-        self.runtime = Runtime.get()
-        self.verification = Verification.Minimal
         try:
-            self.method = self.runtime.load_program(str(program_path), verification=self.verification).load_method("forward")
+            self.method = _load(program_path).load_method("forward")
         except Exception as exc:
             raise BackendSkipped(f"ExecuTorch cannot load {program_path.name}: {one_line(exc)}") from None
         # A copy: the caller's array is every backend's input.
@@ -237,9 +241,7 @@ class ExecuTorchSession(BackendSession):
         self.method.execute(self.inputs)
 
     def outputs(self) -> list["np.ndarray"]:
-        import torch
-
-        return [as_float_array(t) for t in flatten_outputs(list(self.method.execute(self.inputs)), torch.Tensor)]
+        return _float_outputs(self.method, self.inputs)
 
     def layer_timings(self, runs: int) -> list[LayerTiming]:
         if runs < 1:
@@ -253,8 +255,7 @@ class ExecuTorchSession(BackendSession):
         from executorch.devtools import Inspector
         from executorch.devtools.inspector import TimeScale
 
-        program = self.runtime.load_program(str(self.program_path), verification=self.verification, enable_etdump=True,
-                                            debug_buffer_size=0)
+        program = _load(self.program_path, enable_etdump=True, debug_buffer_size=0)
         method = program.load_method("forward")
         for _ in range(WARMUP_RUNS + runs):
             method.execute(self.inputs)
@@ -290,8 +291,8 @@ def profiled_events(inspector: Any, runs: int) -> list[dict[str, Any]]:
 def layer_rows(events: list[dict[str, Any]], record: dict[str, Any], runs: int) -> list[LayerTiming]:
     """Per-layer rows from profiled events and a program's record: XNNPACK
     operators matched to the delegate's nodes (:func:`align`), portable
-    instructions by debug handle; rows in execution order, a layer's events
-    summed per run."""
+    instructions by the record of their instruction; rows in execution
+    order, a layer's events summed per run."""
     portable = {op["instruction"]: op for op in record.get("operators", [])}
     nodes_of = {delegate.get("instruction"): delegate["nodes"] for delegate in record.get("delegates", [])}
     by_delegate: dict[Any, list[dict[str, Any]]] = {}
@@ -315,7 +316,7 @@ def layer_rows(events: list[dict[str, Any]], record: dict[str, Any], runs: int) 
             op = f"ExecuTorch {known['op'] if known else '?'} (not delegated)"
         head = layers[0]
         row = samples.setdefault(head, [0.0] * runs)
-        for run, seconds in enumerate(event["samples"][-runs:]):
+        for run, seconds in enumerate(event["samples"]):
             row[run] += seconds
         members = covers.setdefault(head, [])
         members.extend(layer for layer in layers if layer not in members)
