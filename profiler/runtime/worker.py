@@ -167,14 +167,17 @@ def _time_layers(session: Any, request: MeasureRequest, reply: MeasureReply, sen
     started = time.perf_counter()
     try:
         reply.layer_rows = list(session.layer_timings(request.layer_runs))
-        # Each layer-timed pass, warm-up included, against one plain pass.
-        reply.layer_pass_s = (time.perf_counter() - started) / (request.layer_runs + 1)
+        # Each layer-timed pass, warm-up included, against one plain pass (a compile
+        # made only to time layers, as inductor's, is not a pass).
+        compile_s = session.info.get("layer_compile_s", 0.0)
+        reply.layer_pass_s = (time.perf_counter() - started - compile_s) / (request.layer_runs + 1)
     except KeyboardInterrupt:
         reply.interrupted = True
     except LwprofError as exc:
         reply.layer_error = str(exc)
     finally:
         reply.layers_s = time.perf_counter() - started
+        reply.info = {**reply.info, **session.info}  # what timing layers recorded (a second compile, its mapping)
 
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 from lwprof.core.errors import LwprofError
 from lwprof.core.text import one_line
+from lwprof.runtime.backends._layer_names import LayerNamer as BaseLayerNamer
 from lwprof.runtime.backends._xnnpack_graph import DATA_MOVEMENT, XNode
 
 # Written beside each cached program; a program whose record is missing or differs is exported again.
@@ -335,20 +336,14 @@ def _add(layers: list[str], layer: str) -> None:
         layers.append(layer)
 
 
-class LayerNamer:
+class LayerNamer(BaseLayerNamer):
     """A graph node's analytic row name, from the module stack torch.export
-    recorded: a leaf module's path, or ``path (op)`` for a container's own
-    functional op (as :meth:`lwprof.counting.tracer.ModuleStack.layer_of`)."""
-
-    def __init__(self, module: Any):
-        self.leaf = {path: next(iter(sub.children()), None) is None for path, sub in module.named_modules()}
+    recorded (module paths as ``named_modules`` spells them)."""
 
     def __call__(self, node: Any) -> str:
         stack = node.meta.get("nn_module_stack") or {}
         path = list(stack.values())[-1][0] if stack else ""
-        if path and self.leaf.get(path):
-            return path
-        return f"{path or '<root>'} ({_op_name(node.target).removesuffix('_copy')})"
+        return self.name(path, _op_name(node.target).removesuffix("_copy"))
 
 
 def _op_name(target: Any) -> str:

@@ -12,9 +12,13 @@ on-disk cache, kept under lwprof's cache folder, makes a second run of the
 same model compile in a fraction of the time.
 
 Per layer: inductor fuses most of a network into generated C++ kernels
-(convolutions and GEMMs stay calls into oneDNN) that the profiler does not
-see unless the code is generated with profiling calls in it; lwprof reports
-this backend end to end only, and says so.
+(convolutions and GEMMs stay calls into oneDNN/ATen). The end-to-end figure
+is the plain compile's; layer times come from a second compile with
+inductor's kernel profiling and provenance tracking on, whose kernels the
+profiler times and whose graph nodes name their layers
+(:mod:`._inductor_layers`). A kernel that fused several layers is one row,
+the others its ``fused_layers``. On CUDA (Triton kernels) the figure is end
+to end only.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class InductorSession(TorchSession):
         cache = os.environ["TORCHINDUCTOR_CACHE_DIR"]
         super().__init__(module, x, settings, source)
 
+        self._original = self.module
         self.module = torch.compile(self.module)
         self.info["compiler"] = "torch.compile (inductor)"
         self.info["inductor_cache_dir"] = cache
@@ -113,10 +118,42 @@ class InductorSession(TorchSession):
         return super().outputs()
 
     def layer_timings(self, runs: int) -> list["LayerTiming"]:
-        raise LwprofError(
-            "inductor gives no per-layer times: its generated kernels fuse layers and the profiler does not see them; "
-            "its figure is end to end only"
-        )
+        """Per-layer times from a second compile of the module with inductor's
+        kernel profiling and provenance tracking on (the compile the
+        end-to-end figure timed has neither): ``runs`` passes under
+        ``torch.profiler``, each generated or extern kernel named after the
+        layers its graph nodes came from."""
+        import torch
+        from torch.profiler import ProfilerActivity, profile
+
+        from lwprof.runtime.backends._inductor_layers import graph_calls, kernel_layers, layer_rows, provenance_capture
+        from lwprof.runtime.backends._layer_names import LayerNamer
+
+        if runs < 1:
+            raise ValueError("runs must be at least 1")
+        if self.device != "cpu":
+            raise LwprofError("inductor's per-layer times are read from its generated C++ kernels; on CUDA (Triton kernels) "
+                              "lwprof gives its figure end to end only")
+        torch._dynamo.reset()  # the compile below must not reuse the timed one's graphs
+        started = time.perf_counter()
+        with provenance_capture() as graphs:
+            profiled = torch.compile(self._original)
+            with torch.inference_mode():
+                profiled(self.x)
+        self.info["layer_compile_s"] = time.perf_counter() - started
+        if not graphs:
+            raise LwprofError("inductor reported no kernels for this model (nothing compiled); its figure is end to end only")
+        namer = LayerNamer(self._original)
+        kernels = [kernel_layers(graph, namer) for graph in graphs]
+        with torch.inference_mode():
+            profiled(self.x)
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                for _ in range(runs):
+                    profiled(self.x)
+        torch._dynamo.reset()  # the profiling compile's graphs are not reused by what runs next
+        rows, notes = layer_rows(graph_calls(list(profiler.events())), graphs, kernels, runs)
+        self.info["layer_mapping"] = notes
+        return rows
 
 
 def _inductor_config() -> dict[str, Any]:
