@@ -3,6 +3,9 @@ compile time apart from measurement, inductor's settings recorded, its
 outputs those of eager torch, and per-layer rows from its kernels, named
 like the analytic table (with and without freezing)."""
 
+import importlib.util
+import sys
+
 import pytest
 import torch
 
@@ -22,10 +25,40 @@ def test_without_a_cpp_compiler_it_is_a_clean_skip(monkeypatch):
     )
 
 
-def test_int8_is_refused_with_the_reason():
-    with pytest.raises(BackendSkipped, match="int8 on inductor needs torchao's PT2E flow"):
+def test_int8_without_torchao_is_refused_with_the_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchao.quantization.pt2e.quantize_pt2e", None)  # import fails
+    with pytest.raises(BackendSkipped, match="inductor int8 needs torchao's PT2E flow and torchao is not importable"):
         get_backend("inductor").prepare(load_model("pplcnet_025"), example_input((1, 3, 224, 224)),
                                         RunSettings(device="cpu", precision="int8"))
+
+
+def test_fp16_is_refused_with_the_reason():
+    assert get_backend("inductor").precision_problem("fp16").startswith(
+        "inductor does not run fp16: inductor's CPU code has no fp16 vector kernels")
+
+
+# torchao comes with the executorch extra (`make test-executorch` runs this).
+@pytest.mark.executorch
+@pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed (the executorch extra)")
+@pytest.mark.skipif(get_backend("inductor").unavailable_reason("cpu") is not None, reason="inductor cannot run here")
+def test_int8_runs_onednn_integer_kernels_named_by_layer(tmp_path, monkeypatch):
+    from lwprof.reports.profile_run import ran_in
+    from lwprof.runtime.loader import LoadedModel
+    from lwprof.runtime.precision import Int8Recipe
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    torch.manual_seed(0)
+    model = LoadedModel("residual", "torch", Residual().eval(), None, (1, 3, 16, 16), "file")
+    settings = RunSettings(device="cpu", threads=1, cache_dir=tmp_path, precision="int8", int8=Int8Recipe(calibration_inputs=4))
+    with get_backend("inductor").prepare(model, example_input((1, 3, 16, 16)), settings) as session:
+        rows = {row.layer: row for row in session.layer_timings(1)}
+        info = session.info
+    # The recipe's freezing is on for this compile only, and said so.
+    assert info["inductor_config"]["freezing"] is True and info["inductor_config_set_by_precision"] == {"freezing": True}
+    assert info["quantization"]["calibration"] == "4 inputs (the int8 recipe's)"
+    assert 0.9 < info["quantization"]["agreement"]["worst_cosine"] <= 1.0
+    for conv in ("stem.0", "project.0"):
+        assert ran_in(rows[conv].ops, "int8") == "int8", rows[conv].ops  # oneDNN's qconv, in its layer's row
 
 
 def test_fingerprint_is_torchs_version_under_its_own_name(tmp_path):

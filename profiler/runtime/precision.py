@@ -41,6 +41,8 @@ INT8_KERNELS = frozenset({
 })
 # XNNPACK names a kernel by its data types ("Convolution (NHWC, QS8, QC8W) IGEMM"): these mark an integer one.
 XNNPACK_INT8_TYPES = ("QS8", "QU8", "QC8", "QD8", "QC4W")
+# Inductor's extern int8 kernels (oneDNN's qconv_pointwise, qlinear_pointwise, ...).
+INDUCTOR_INT8_EXTERNS = ("inductor extern qconv", "inductor extern qlinear")
 # Nodes that only change a tensor's type (their time is the quantization tax).
 CONVERSION_OPS = {"QuantizeLinear": "quantize", "DequantizeLinear": "dequantize", "Cast": "cast",
                   "DynamicQuantizeLinear": "quantize"}

@@ -139,14 +139,18 @@ def kernel_layers(graph: CompiledGraph, namer: LayerNamer) -> list[KernelLayers]
     """Each kernel's layers. A node in a leaf module is that module's row; one
     in a container, its ``path (op)`` row when the op is counted analytically
     (views and layout ops have no row). A kernel none of whose nodes has a
-    module takes its nodes' pre-grad nodes' modules. An extern convolution or
-    GEMM whose nodes hold none (with freezing, inductor replaces conv ->
-    BatchNorm -> activation by one oneDNN call carrying only the activation's
-    node) also takes the convolution it starts from: the latest one no kernel
-    before it claimed, within a few inputs back in the pre-grad graph."""
+    module takes its nodes' pre-grad nodes' modules.
+
+    An extern convolution or GEMM none of whose nodes is one (with freezing or
+    int8, inductor replaces conv -> BatchNorm -> activation, or the quantized
+    pattern, by one oneDNN call whose node keeps the activation's module, or
+    none) runs the next convolution (or linear layer) of the pre-grad graph
+    that no kernel before it ran: inductor calls them in graph order. The
+    layers between that one and the kernel's own nodes are its fused layers."""
     order = {node: index for index, node in enumerate(graph.post_nodes)}
-    pre_order = {node: index for index, node in enumerate(graph.pre_nodes)}
-    claimed: set[str] = set()  # layers an extern convolution or GEMM already ran
+    sources = {kind: [node for node, record in graph.pre_nodes.items() if _weighted_kind(record.op) == kind and record.path]
+               for kind in ("conv", "gemm")}
+    ran: set[str] = set()  # weighted layers a kernel ran
     result = []
     for key, nodes in graph.kernels:
         name = key.rsplit(":", 1)[0]
@@ -155,14 +159,20 @@ def kernel_layers(graph: CompiledGraph, namer: LayerNamer) -> list[KernelLayers]
         layers = _layers_of(ordered, graph.post_nodes, namer)
         if not layers:
             layers = _layers_of(pre, graph.pre_nodes, namer)
-        weighted_kernel = _is_extern(name) and _weighted_op(extern_op(name))
-        if weighted_kernel and not any(_weighted(graph.post_nodes.get(node)) or _weighted(graph.pre_nodes.get(node))
-                                       for node in [*ordered, *pre]):
-            path = _weighted_source(pre, graph.pre_nodes, lambda node: _layers_of([node], graph.pre_nodes, namer)[0] in claimed,
-                                    pre_order)
-            layers = [*(layer for layer in _layers_of(path, graph.pre_nodes, namer) if layer not in layers), *layers]
-        if weighted_kernel:
-            claimed.update(layers)
+        own = [node for node in ordered if _weighted_kind(_op(graph.post_nodes, node))] + \
+              [node for node in pre if _weighted_kind(_op(graph.pre_nodes, node))]
+        kind = _weighted_kind(extern_op(name)) if _is_extern(name) else None
+        if kind and not own:
+            source = next((node for node in sources[kind] if namer.name(graph.pre_nodes[node].path or "", "") not in ran), None)
+            if source is not None:
+                chain = [source, *_path_back(pre, source, graph.pre_nodes), *pre]
+                if "binary" not in name:  # a unary call cannot run the add its pattern node may name
+                    chain = [node for node in chain if _op(graph.pre_nodes, node) not in _BINARY_OPS]
+                leaf = [layer for layer in _layers_of(ordered, graph.post_nodes, namer) if namer.is_leaf(layer)]
+                layers = list(dict.fromkeys([*_layers_of(chain, graph.pre_nodes, namer), *leaf]))
+                ran.add(layers[0])
+        elif own:
+            ran.update(_layers_of(own, {**graph.pre_nodes, **graph.post_nodes}, namer))
         result.append(KernelLayers(name, not _is_extern(name), tuple(layers)))
     # A kernel of no layer's nodes (a copy into the layout the next kernel reads)
     # joins the next kernel's row, or the last one's at the end.
@@ -175,38 +185,50 @@ def kernel_layers(graph: CompiledGraph, namer: LayerNamer) -> list[KernelLayers]
     return result
 
 
-_WEIGHTED_OPS = ("conv", "linear", "mm", "matmul")
+# Element-wise ops of two tensors, which only a oneDNN "binary" call fuses.
+_BINARY_OPS = frozenset({"add", "add_", "mul", "mul_", "sub", "div"})
 
 
-def _weighted_op(op: str | None) -> bool:
-    return op is not None and any(part in op for part in _WEIGHTED_OPS)
+def _op(records: dict[str, NodeRecord], node: str) -> str | None:
+    record = records.get(node)
+    return record.op if record else None
 
 
-def _weighted(record: NodeRecord | None) -> bool:
-    return record is not None and _weighted_op(record.op)
+def _weighted_kind(op: str | None) -> str | None:
+    """``conv`` for a convolution, ``gemm`` for a linear layer or matrix
+    product, None otherwise (by op name, ATen's or oneDNN's)."""
+    if not op:
+        return None
+    if "conv" in op:
+        return "conv"
+    if "linear" in op or op.endswith("mm") or "matmul" in op:
+        return "gemm"
+    return None
 
 
-def _weighted_source(starts: list[str], records: dict[str, NodeRecord], claimed: Callable[[str], bool],
-                     order: dict[str, int], depth: int = 3) -> list[str]:
-    """The unclaimed convolution or GEMM ``starts`` read within ``depth`` inputs,
-    with the nodes between, source first. The earliest in graph order: a
-    residual add's pattern also names the convolution of its shortcut, which
-    runs first."""
-    found: list[list[str]] = []
-    frontier = [[start] for start in starts]
-    for _ in range(depth):
-        following = []
-        for path in frontier:
-            record = records.get(path[0])
-            for node in record.inputs if record else ():
-                extended = [node, *path]
-                if _weighted(records.get(node)):
-                    if not claimed(node):
-                        found.append(extended)
-                else:
-                    following.append(extended)
-        frontier = following
-    return min(found, key=lambda path: order.get(path[0], len(order))) if found else []
+def _path_back(starts: list[str], source: str, records: dict[str, NodeRecord], limit: int = 64) -> list[str]:
+    """The nodes from ``source`` (excluded) to the first of ``starts`` that
+    reads it, following inputs back, in graph order; empty when none does
+    within ``limit`` nodes. Stops at other convolutions and GEMMs."""
+    for start in starts:
+        previous: dict[str, str | None] = {start: None}
+        queue = [start]
+        while queue and len(previous) < limit:
+            node = queue.pop(0)
+            record = records.get(node)
+            for parent in record.inputs if record else ():
+                if parent in previous:
+                    continue
+                previous[parent] = node
+                if parent == source:
+                    path, step = [], previous[parent]
+                    while step is not None:
+                        path.append(step)
+                        step = previous[step]
+                    return path
+                if not _weighted_kind(_op(records, parent)):
+                    queue.append(parent)
+    return []
 
 
 def _is_extern(kernel: str) -> bool:

@@ -26,10 +26,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from lwprof.core.errors import LwprofError
-from lwprof.runtime.backends import BackendSession, register_backend
+from lwprof.core.text import one_line
+from lwprof.runtime.backends import BackendSession, BackendSkipped, Staged, register_backend
 from lwprof.runtime.backends.torch_eager import TorchBackend, TorchSession
 
 if TYPE_CHECKING:
@@ -56,11 +57,34 @@ class InductorBackend(TorchBackend):
     precisions = {
         "fp32": "torch.compile(module), inductor's defaults",
         "bf16": "a copy of the module and its input cast to torch.bfloat16, compiled",
+        "int8": "torchao PT2E: torch.export, X86InductorQuantizer's default static config (uint8 activations, int8 "
+                "weights per channel) calibrated, convert_pt2e, then torch.compile with freezing on (torchao's recipe: "
+                "without freezing inductor keeps dequantize -> float kernels)",
     }
     unsupported_precisions = {
         "fp16": "inductor's CPU code has no fp16 vector kernels on most x86 CPUs; measure fp16 with --backend torch",
-        "int8": "int8 on inductor needs torchao's PT2E flow (X86InductorQuantizer), which lwprof does not run yet",
     }
+
+    def precision_problem(self, precision: str) -> str | None:
+        problem = super().precision_problem(precision)
+        if problem is None and precision == "int8":
+            try:
+                import torchao.quantization.pt2e.quantize_pt2e  # noqa: F401
+            except ImportError as exc:
+                return (f"inductor int8 needs torchao's PT2E flow and torchao is not importable ({one_line(exc)}): "
+                        "pip install torchao (or make setup EXTRAS=executorch, which pins it)")
+        return problem
+
+    def stage(self, model: "LoadedModel", input_shape: Sequence[int], settings: "RunSettings") -> "Staged":
+        if settings.precision != "int8":
+            return super().stage(model, input_shape, settings)
+        self._check_kind(model)
+        problem = self.precision_problem(settings.precision)
+        if problem is not None:
+            raise BackendSkipped(problem)
+        # Quantizing makes a GraphModule, which does not travel: the worker quantizes (its
+        # time is preparation) and measures how the int8 outputs agree with fp32's.
+        return Staged(model.portable())
 
     def _device_problem(self, device: str) -> str | None:
         problem = super()._device_problem(device)
@@ -76,8 +100,6 @@ class InductorBackend(TorchBackend):
     def _open(self, model: "LoadedModel", x: "np.ndarray", settings: "RunSettings") -> BackendSession:
         self._check_kind(model)
         if model.module is None:
-            from lwprof.runtime.backends import BackendSkipped
-
             raise BackendSkipped(f"{model.name} has no module to compile")
         return InductorSession(model.module, x, settings, model.source)
 
@@ -101,21 +123,56 @@ class InductorSession(TorchSession):
         cache = os.environ["TORCHINDUCTOR_CACHE_DIR"]
         super().__init__(module, x, settings, source)
 
+        self._layer_names_of = self.module  # the float module: its tree names the layers
+        self._config: dict[str, Any] = {}  # inductor settings the precision's recipe sets
         self._original = self.module
-        self.module = torch.compile(self.module)
+        if settings.precision == "int8":
+            started = time.perf_counter()
+            self._original, self._calibration = _x86_int8(self.module, self.x, settings)
+            self._config = {"freezing": True}
+            self.info["quantize_s"] = time.perf_counter() - started
+        self.module = torch.compile(self._original)
         self.info["compiler"] = "torch.compile (inductor)"
         self.info["inductor_cache_dir"] = cache
         self._compiled = False
 
     def outputs(self) -> list["np.ndarray"]:
         if not self._compiled:
+            from torch._inductor import config
+
             started = time.perf_counter()
-            result = super().outputs()
+            with config.patch(self._config):
+                result = super().outputs()
+                self.info["inductor_config"] = _inductor_config()
             self.info["compile_s"] = time.perf_counter() - started
-            self.info["inductor_config"] = _inductor_config()
             self._compiled = True
+            if self._config:
+                self.info["inductor_config_set_by_precision"] = dict(self._config)
+            if getattr(self, "_calibration", None) is not None:
+                self.info["quantization"] = self._int8_record()
             return result
         return super().outputs()
+
+    def _int8_record(self) -> dict[str, Any]:
+        """How the int8 module was made, and how the compiled int8 outputs agree
+        with the float module's (eager) on the calibration inputs."""
+        import torch
+
+        from lwprof.runtime.outputs import as_float_array, flatten_outputs
+        from lwprof.runtime.precision import agreement
+
+        inputs, recipe = self._calibration
+        outputs: list[list[list[Any]]] = [[], []]
+        with torch.inference_mode():
+            for array in inputs:
+                tensor = torch.from_numpy(array)
+                for side, module in enumerate((self._layer_names_of, self.module)):
+                    outputs[side].append([as_float_array(t) for t in flatten_outputs(module(tensor), torch.Tensor)])
+        return {"method": InductorBackend.precisions["int8"], "quantizer": "X86InductorQuantizer, "
+                "get_default_x86_inductor_quantization_config()",
+                "scheme": "u8s8 (X86InductorQuantizer's static config; --int8-scheme and --per-tensor apply to ONNX Runtime)",
+                "calibration": f"{len(inputs)} inputs (the int8 recipe's)", "recipe": recipe,
+                "agreement": agreement(*outputs).to_dict()}
 
     def layer_timings(self, runs: int) -> list["LayerTiming"]:
         """Per-layer times from a second compile of the module with inductor's
@@ -124,6 +181,7 @@ class InductorSession(TorchSession):
         ``torch.profiler``, each generated or extern kernel named after the
         layers its graph nodes came from."""
         import torch
+        from torch._inductor import config
         from torch.profiler import ProfilerActivity, profile
 
         from lwprof.runtime.backends._inductor_layers import graph_calls, kernel_layers, layer_rows, provenance_capture
@@ -136,14 +194,14 @@ class InductorSession(TorchSession):
                               "lwprof gives its figure end to end only")
         torch._dynamo.reset()  # the compile below must not reuse the timed one's graphs
         started = time.perf_counter()
-        with provenance_capture() as graphs:
+        with config.patch(self._config), provenance_capture() as graphs:
             profiled = torch.compile(self._original)
             with torch.inference_mode():
                 profiled(self.x)
         self.info["layer_compile_s"] = time.perf_counter() - started
         if not graphs:
             raise LwprofError("inductor reported no kernels for this model (nothing compiled); its figure is end to end only")
-        namer = LayerNamer(self._original)
+        namer = LayerNamer(self._layer_names_of)
         kernels = [kernel_layers(graph, namer) for graph in graphs]
         with torch.inference_mode():
             profiled(self.x)
@@ -154,6 +212,31 @@ class InductorSession(TorchSession):
         rows, notes = layer_rows(graph_calls(list(profiler.events())), graphs, kernels, runs)
         self.info["layer_mapping"] = notes
         return rows
+
+
+def _x86_int8(module: Any, x: Any, settings: "RunSettings") -> tuple[Any, tuple[list[Any], dict[str, Any]]]:
+    """``module`` through torchao's PT2E flow with X86InductorQuantizer,
+    calibrated on the int8 recipe's inputs; the converted module, and those
+    inputs with the recipe as recorded."""
+    import torch
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+    from lwprof.runtime.precision import calibration_inputs
+
+    inputs = calibration_inputs(settings.int8, tuple(x.shape))
+    quantizer = X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())
+    with torch.no_grad():
+        prepared = prepare_pt2e(torch.export.export(module, (x,)).module(), quantizer)
+        for array in inputs:
+            prepared(torch.from_numpy(array))
+        converted = move_exported_model_to_eval(convert_pt2e(prepared))
+    recipe = {"calibration_inputs": len(inputs), "calibration_dir": str(settings.int8.calibration_dir or "")}
+    return converted, (inputs, recipe)
 
 
 def _inductor_config() -> dict[str, Any]:
