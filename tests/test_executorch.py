@@ -324,3 +324,32 @@ def test_int8_is_quantized_calibrated_agrees_and_keeps_layer_names(tmp_path):
     assert sorted(rows) == ["<root> (add)", "<root> (view)", "<root> (view, layout)", "fc", "pool", "project.0", "stem.0",
                             "stem.0 (layout)"]
     assert "fc" not in rows["project.0"].layers
+
+
+class _TwoBatchNormsOneName(torch.nn.Module):
+    """``block_0`` and ``block[0]``: standalone BatchNorms (after a concatenation
+    and after an add) whose weights' paths differ only by a dot."""
+
+    def __init__(self, collide: bool = True):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(4, 4, 1)
+        self.fused = torch.nn.BatchNorm2d(4)  # after its own convolution: folded into it, never decomposed
+        setattr(self, "block_0" if collide else "block_a", torch.nn.BatchNorm2d(8))
+        self.block = torch.nn.Sequential(torch.nn.BatchNorm2d(8))
+
+    def forward(self, x):
+        first = self.block_0 if hasattr(self, "block_0") else self.block_a
+        y = first(torch.cat([self.fused(self.conv(x)), x], 1))
+        return self.block[0](y + 1)
+
+
+@pytest.mark.parametrize("collide, expected", [(True, [["block.0.weight", "block_0.weight"]]), (False, [])])
+def test_batch_norms_whose_decomposed_constants_share_a_name_are_found(collide, expected):
+    # ExecuTorch 1.5.1's DecomposeBatchNorm names a standalone BatchNorm's constants after its weight
+    # with dots made underscores: block_0.weight and block.0.weight collide (espnet_v1's level2_0 and
+    # level2.0), and one BatchNorm runs with the other's scale and shift.
+    from lwprof.runtime.backends._executorch_export import batch_norm_name_collisions
+
+    module = _TwoBatchNormsOneName(collide).eval()
+    exported = torch.export.export(module, (torch.randn(1, 4, 8, 8),))
+    assert batch_norm_name_collisions(exported) == expected

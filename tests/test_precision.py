@@ -68,8 +68,9 @@ def test_named_backends_measure_each_precision_they_run_the_rest_left_out():
 
 
 def test_a_precision_no_backend_runs_is_an_error_naming_each_reason():
-    with pytest.raises(LwprofError, match="no backend of torch, inductor runs int8: torch does not run int8: .*; inductor does not run int8"):
-        precision_targets(["torch", "inductor"], "fp32,int8", explicit=False)
+    with pytest.raises(LwprofError, match="no backend of inductor, executorch runs fp16: inductor does not run fp16: .*; "
+                                          "executorch does not run fp16"):
+        precision_targets(["inductor", "executorch"], "fp32,fp16", explicit=False)
 
 
 def test_default_backends_measure_only_what_each_runs():

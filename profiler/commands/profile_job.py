@@ -145,6 +145,7 @@ class LatencyJob:
             for note in [*result.info.get("notes", ()), *_precision_notes(result)]:
                 result.warnings.append(note)
                 console.warn(note)
+            shown = len(result.warnings)  # said once, before the timing
             reply = self._in_worker(result, staged, primary, layer_runs=self.settings.layer_runs, outputs=True)
             if reply is None:
                 result.skipped = "interrupted before timing"
@@ -159,7 +160,7 @@ class LatencyJob:
                 self.partial = True
             elif self.device == "cpu" and (more or (self.settings.allocator == "auto" and significant(reply.minor_page_faults_per_pass))):
                 result.allocator_check = self._allocator_check(staged, result, loaded.name, TUNED)
-            for note in result.warnings + (result.measurement.warnings() if result.measurement else []):
+            for note in result.warnings[shown:] + (result.measurement.warnings() if result.measurement else []):
                 console.warn(note)
             self.write()
             if self.partial:

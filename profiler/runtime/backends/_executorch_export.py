@@ -29,7 +29,7 @@ from lwprof.runtime.backends._layer_names import LayerNamer as BaseLayerNamer
 from lwprof.runtime.backends._xnnpack_graph import DATA_MOVEMENT, XNode
 
 # Written beside each cached program; a program whose record is missing or differs is exported again.
-RECORD_VERSION = "6"
+RECORD_VERSION = "7"
 _PROGRAM_OPS = {"executorch_call_delegate", "getitem", "alloc"}
 
 
@@ -144,14 +144,38 @@ def lower_to_xnnpack(module: Any, x: Any, name_layers: bool = False,
         exported = torch.export.export(module, (x,))
         if quantization is not None:
             exported = quantized_export(exported, x, quantization)
+    collisions = batch_norm_name_collisions(exported)
     edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
     # Read before to_executorch, which rewrites this graph in place (out variants, new debug handles).
     layers = graph_layers(edge.exported_program().graph_module, module) if name_layers else None
     program = edge.to_executorch()
     if layers is None:
         return program, {}
-    return program, instruction_layers(*layers, program.debug_handle_map.get("forward", {}),
-                                       set(program.delegate_map.get("forward", {})))
+    return program, {**instruction_layers(*layers, program.debug_handle_map.get("forward", {}),
+                                          set(program.delegate_map.get("forward", {}))),
+                     "batch_norm_name_collisions": collisions}
+
+
+def batch_norm_name_collisions(exported: Any) -> list[list[str]]:
+    """BatchNorms XNNPACK turns into depthwise convolutions whose constants get
+    one name: ExecuTorch's ``DecomposeBatchNorm`` (1.5) names them after the
+    BatchNorm's weight with dots made underscores, so ``level2_0.bn.weight``
+    and ``level2.0.bn.weight`` collide and one BatchNorm runs with the other's
+    scale and shift. A BatchNorm is decomposed when no convolution of its own
+    takes it (its input is not a convolution read by it alone); each group of
+    such weights sharing a name is returned."""
+    parameters = exported.graph_signature.inputs_to_parameters
+    by_name: dict[str, list[str]] = {}
+    for node in exported.graph.nodes:
+        if node.op != "call_function" or "batch_norm" not in _op_name(node.target) or len(node.args) < 2:
+            continue
+        source = node.args[0]
+        fused = (getattr(source, "op", None) == "call_function" and "conv" in _op_name(source.target)
+                 and len(source.users) == 1)
+        weight = parameters.get(getattr(node.args[1], "name", ""))
+        if weight is not None and not fused:
+            by_name.setdefault(weight.replace(".", "_"), []).append(weight)
+    return [sorted(set(names)) for names in by_name.values() if len(set(names)) > 1]
 
 
 _QUANTIZE_OPS = frozenset({"quantize_per_tensor", "dequantize_per_tensor", "quantize_per_channel", "dequantize_per_channel"})

@@ -117,10 +117,19 @@ class ExecuTorchBackend(Backend):
                 "program_path": str(program.path), "delegation": delegation}
         if int8_record is not None:
             info.update(precision="int8", quantization=int8_record)
+        notes = []
+        for names in record.get("batch_norm_name_collisions", []):
+            notes.append(f"executorch: the BatchNorm weights {' and '.join(names)} become XNNPACK constants of one name "
+                         f"({names[0].replace('.', '_')}_decomposed_bn_weight: ExecuTorch's DecomposeBatchNorm joins a "
+                         "path with underscores), so one BatchNorm runs with another's scale and shift and the outputs "
+                         "are wrong; rename one of the modules to export this model correctly")
+        info["batch_norm_name_collisions"] = record.get("batch_norm_name_collisions", [])
         if delegation["not_delegated"]:
             layers = list(dict.fromkeys(op["layer"] for op in delegation["not_delegated"]))
-            info["notes"] = [f"executorch: {len(delegation['not_delegated'])} ops of {len(layers)} layers run outside XNNPACK, "
-                             f"on ExecuTorch's portable kernels ({', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''})"]
+            notes += [f"executorch: {len(delegation['not_delegated'])} ops of {len(layers)} layers run outside XNNPACK, "
+                      f"on ExecuTorch's portable kernels ({', '.join(layers[:4])}{', ...' if len(layers) > 4 else ''})"]
+        if notes:
+            info["notes"] = notes
         return Staged(staged, info)
 
     def _int8_record(self, model: "LoadedModel", shape: tuple[int, ...], settings: "RunSettings", program: Any,
