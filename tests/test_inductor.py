@@ -227,3 +227,10 @@ def test_profiled_records_become_rows_per_pass():
     assert by_layer["fc"].ops == ("inductor extern addmm",)
     # The wrapper's own allocation matches no kernel: left out, and counted.
     assert notes["unmatched_records_s_per_pass"] == pytest.approx((5e-7 + 1e-6) / 2)
+
+
+def test_a_compile_error_is_quoted_past_its_introduction():
+    from lwprof.core.text import one_line
+
+    error = RuntimeError("backend='inductor' raised:\nRuntimeError: Attempting to broadcast a dimension\n\nSet TORCHDYNAMO_VERBOSE=1")
+    assert one_line(error) == "backend='inductor' raised: RuntimeError: Attempting to broadcast a dimension"

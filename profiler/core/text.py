@@ -8,11 +8,15 @@ from __future__ import annotations
 
 
 def first_line(text: object) -> str:
-    """The first non-empty line of ``text``, stripped ("" when there is none)."""
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    """The first non-empty line of ``text``, stripped ("" when there is none);
+    a line that only introduces the next (ends in a colon, as torch.compile's
+    ``backend='inductor' raised:``) is joined with it."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    if lines[0].endswith(":") and len(lines) > 1:
+        return f"{lines[0]} {lines[1]}"
+    return lines[0]
 
 
 def one_line(exc: BaseException) -> str:

@@ -163,7 +163,7 @@ def kernel_layers(graph: CompiledGraph, namer: LayerNamer) -> list[KernelLayers]
               [node for node in pre if _weighted_kind(_op(graph.pre_nodes, node))]
         kind = _weighted_kind(extern_op(name)) if _is_extern(name) else None
         if kind and not own:
-            source = next((node for node in sources[kind] if namer.name(graph.pre_nodes[node].path or "", "") not in ran), None)
+            source = next((node for node in sources[kind] if _layers_of([node], graph.pre_nodes, namer)[0] not in ran), None)
             if source is not None:
                 chain = [source, *_path_back(pre, source, graph.pre_nodes), *pre]
                 if "binary" not in name:  # a unary call cannot run the add its pattern node may name
