@@ -25,8 +25,10 @@ from pathlib import Path
 from _env import REPO_ROOT
 
 # Every backend column a run may hold, in this order; a run's tables show those it has.
-ALL_BACKENDS = ("torch", "onnxruntime", "openvino", "executorch", "onnxruntime_int8", "openvino_int8", "executorch_int8")
+ALL_BACKENDS = ("torch", "onnxruntime", "openvino", "inductor", "executorch", "onnxruntime_int8", "openvino_int8",
+                "inductor_int8", "executorch_int8")
 ALL_PAIRS = (("onnxruntime", "openvino"), ("onnxruntime", "executorch"), ("openvino", "executorch"), ("torch", "openvino"),
+             ("torch", "inductor"), ("inductor", "executorch"), ("onnxruntime", "inductor"),
              ("onnxruntime_int8", "openvino_int8"), ("openvino", "openvino_int8"), ("onnxruntime", "onnxruntime_int8"))
 
 
