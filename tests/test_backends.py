@@ -478,6 +478,7 @@ def test_layer_timings_delegate_with_the_session_input(monkeypatch, tmp_path):
 # ---------------------------------------------------------------- CUDA
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_torch_on_cuda_uses_a_copy_and_cuda_events(tmp_path):
     check_device("cuda")
@@ -494,6 +495,7 @@ def test_torch_on_cuda_uses_a_copy_and_cuda_events(tmp_path):
     assert check.allclose and check.max_rel_diff < 1e-2, check.describe()
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_onnxruntime_on_cuda(tmp_path):
     reason = get_backend("onnxruntime").unavailable_reason("cuda")
@@ -508,3 +510,40 @@ def test_onnxruntime_on_cuda(tmp_path):
     with prepare("torch", model, tmp_path) as session:
         check = compare_outputs(session.outputs(), cuda_out)
     assert check.allclose and check.max_rel_diff < 1e-2, check.describe()
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_per_layer_cuda_events_time_every_layer(tmp_path):
+    from lwprof.counting.engine import profile_module
+
+    model = toy_model()
+    with prepare("torch", model, tmp_path, device="cuda") as session:
+        rows = session.layer_timings(3)
+    analytic = {layer.name for layer in profile_module(Toy(), (1, 3, 8, 8)).layers}
+    assert {row.layer for row in rows} == analytic  # every layer, one CUDA event pair per op
+    assert all(len(row.samples_s) == 3 and all(s > 0 for s in row.samples_s) for row in rows)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_roofline_kernels_run_on_the_gpu(tmp_path):
+    from lwprof.runtime.measure import Budget
+
+    gemm, copy = get_backend("torch").peak_kernels(
+        RunSettings(device="cuda", threads=1, cache_dir=tmp_path, budget=Budget(min_time_s=0.05, max_time_s=0.2)))
+    # A GPU's GEMM runs past 1 TFLOP/s and its copy past 100 GB/s; a CPU's does neither.
+    assert gemm["flops"] / gemm["best_s"] > 1e12, gemm
+    assert copy["bytes"] / copy["best_s"] > 1e11, copy
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_inductor_on_cuda_is_end_to_end_and_says_so(tmp_path):
+    reason = get_backend("inductor").unavailable_reason("cuda")
+    if reason is not None:
+        pytest.skip(reason)
+    with prepare("inductor", toy_model(), tmp_path, device="cuda") as session:
+        assert isinstance(session.timer, CudaEventTimer) and session.timer.time(session.run) > 0
+        with pytest.raises(LwprofError, match="on CUDA .* end to end only"):
+            session.layer_timings(1)
