@@ -364,5 +364,43 @@ def report(
     run_report(run_dir, fmt)
 
 
+@app.command()
+@user_errors
+def calibrate(
+    backend: Annotated[str, typer.Option("--backend", "-b", help="The runtime to calibrate (one).")] = "onnxruntime",
+    device: DeviceOption = Device.cpu,
+    threads: ThreadsOption = None,
+    precision: Annotated[str, typer.Option("--precision", help="The precision to calibrate (one).")] = "fp32",
+    quick: Annotated[bool, typer.Option("--quick", help="3 samples per kernel type instead of 30 (a few minutes).")] = False,
+    samples: Annotated[Optional[int], typer.Option("--samples", min=2, help="Samples per kernel type.")] = None,
+    min_time: Annotated[Optional[float], typer.Option("--min-time", min=0.0, help="Seconds to time each kernel at least.")] = 0.2,
+    max_time: Annotated[Optional[float], typer.Option("--max-time", min=0.0, help="Seconds to time each kernel at most.")] = 1.0,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Calibration file (default: calibration-BACKEND-DEVICE.json).")] = None,
+    cache_dir: CacheDirOption = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Time this device's kernels on one runtime and fit a latency predictor: a portable JSON calibration file."""
+    from lwprof.commands.predict import run_calibrate
+
+    settings = RunSettings.build(device=device.value, threads=threads, cache_dir=cache_dir,
+                                 budget=budget_from_options(min_time_s=min_time, max_time_s=max_time)).but(precision=precision)
+    run_calibrate(settings=settings, backend=backend, quick=quick, samples=samples, fmt=fmt,
+                  out=out or Path(f"calibration-{backend}-{device.value}.json"))
+
+
+@app.command()
+@user_errors
+def predict(
+    spec: Annotated[str, typer.Argument(help="Model: zoo name or alias, torchvision/timm name, file.py:factory, .pt or .onnx.")],
+    calibration: Annotated[Path, typer.Option("--calibration", help="A file written by `lwprof calibrate`.")],
+    input_shape: InputShapeOption = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Predict a model's latency, per layer, from a calibration file: no device, nothing timed."""
+    from lwprof.commands.predict import run_predict
+
+    run_predict(spec=spec, calibration_path=calibration, input_shape=input_shape, fmt=fmt)
+
+
 def main() -> None:
     app()
