@@ -14,7 +14,8 @@ from lwprof.core.errors import LwprofError
 from lwprof.counting.engine import profile_module
 from lwprof.predict.calibration import FORMAT, Calibration
 from lwprof.predict.kernels import FEATURES, FusionRules, decompose, kernel_type, kernel_types
-from lwprof.predict.regressor import PowerLaw
+from lwprof.predict.regressor import Linear, PowerLaw, load_regressor
+from lwprof.predict.samplers import sampled_types
 
 
 class ConvBlock(nn.Module):
@@ -58,7 +59,7 @@ def test_a_block_splits_into_the_kernels_a_fusing_runtime_runs():
 
 
 def test_a_runtime_that_keeps_an_op_apart_makes_it_a_kernel_of_its_own():
-    rules = FusionRules(never=("aten.relu",))
+    rules = FusionRules(never=(("*", "aten.relu"),))
     kernels = decompose(profile_module(ConvBlock(), (1, 16, 28, 28)), rules)
     assert [k.layers for k in kernels][:2] == [("pw", "pw_bn"), ("act",)]
     assert kernels[1].type == "activation"
@@ -66,7 +67,7 @@ def test_a_runtime_that_keeps_an_op_apart_makes_it_a_kernel_of_its_own():
 
 def test_kernel_types_are_registered_once():
     assert {"conv", "conv_depthwise", "conv_pointwise", "conv_group", "matmul", "pooling"} <= set(kernel_types())
-    with pytest.raises(LwprofError, match="a kernel type for op class 'conv' is already registered"):
+    with pytest.raises(LwprofError, match="a kernel type for 'conv' is already registered"):
         kernel_type("conv")(lambda op: {})
 
 
@@ -95,6 +96,29 @@ def test_the_regressor_recovers_a_synthetic_ground_truth():
     assert weights["flops"] == pytest.approx(0.8, abs=1e-9) and weights["memory_bytes"] == pytest.approx(0.15, abs=1e-9)
 
 
+def test_the_linear_regressor_recovers_a_roofline_like_ground_truth():
+    # t = 4 us + flops / 200 GFLOP/s + bytes / 25 GB/s: each term non-negative, as a kernel's costs are.
+    rng = random.Random(3)
+    rows, seconds = [], []
+    for _ in range(60):
+        features = {name: 1.0 for name in FEATURES}
+        features.update(flops=rng.uniform(1e5, 1e9), memory_bytes=rng.uniform(1e4, 1e8), output_elements=rng.uniform(1e3, 1e6))
+        rows.append([features[name] for name in FEATURES])
+        seconds.append(4e-6 + features["flops"] / 2e11 + features["memory_bytes"] / 2.5e10)
+    fitted = Linear.fit(FEATURES, rows, seconds)
+    assert fitted.intercept == pytest.approx(4e-6, rel=1e-6)
+    assert dict(zip(fitted.terms, fitted.coefficients)) == pytest.approx(
+        {"flops": 5e-12, "memory_bytes": 4e-11, "output_elements": 0.0}, abs=1e-18)
+    assert load_regressor(fitted.to_dict()) == fitted
+
+
+def test_the_linear_regressor_never_goes_negative():
+    # Time that falls with FLOPs (noise, a cache effect) gets coefficient 0, not a negative cost.
+    rows = [[f, 1e6] + [1.0] * (len(FEATURES) - 2) for f in (1e6, 2e6, 3e6, 4e6)]
+    fitted = Linear.fit(FEATURES, rows, [4e-5, 3e-5, 2e-5, 1e-5])
+    assert all(c >= 0 for c in fitted.coefficients) and fitted.intercept >= 0
+
+
 def test_the_regressor_refuses_timings_it_cannot_fit():
     with pytest.raises(LwprofError, match="positive and finite"):
         PowerLaw.fit(["flops"], [[1.0], [2.0]], [1e-3, 0.0])
@@ -106,10 +130,13 @@ def _calibration():
     rows, seconds = _synthetic(100)
     law = PowerLaw.fit(FEATURES, rows, seconds)
     return Calibration(device={"fingerprint": "abc123", "cpu": "test CPU"}, backend="onnxruntime", runtime_version="1.31.1",
-                       precision="fp32", rules=FusionRules(never=("aten.hardswish",)),
+                       precision="fp32", rules=FusionRules(never=(("conv_pointwise", "aten.hardswish"),), evidence={"how": "probe"}),
                        regressors={"conv_pointwise": law, "conv_depthwise": law}, overhead_s=2.5e-5,
-                       validation={"conv_pointwise": {"held_out": 20, "median_rel_error": 0.03}}, created="2026-12-06",
-                       lwprof_version="0.1.0")
+                       validation={"conv_pointwise": {"samples": 100, "regressor": "power_law",
+                                                      "median_relative_error": 0.03}},
+                       created="2026-12-06", lwprof_version="0.1.0",
+                       samples=({"kernel_type": "conv_pointwise", "index": 0, "features": rows[0], "seconds": seconds[0],
+                                 "measured_s": seconds[0] + 2.5e-5},))
 
 
 def test_a_calibration_file_round_trips_exactly(tmp_path):
@@ -133,7 +160,7 @@ def test_an_unseen_kernel_type_is_flagged_not_zero():
 @pytest.mark.parametrize("edit, message", [
     (lambda d: d.update(format="something-else"), "is not an lwprof calibration file"),
     (lambda d: d.update(format_version=99, lwprof_version="9.0"),
-     r"is calibration format version 99 \(written by lwprof 9.0\); this lwprof reads version 1"),
+     r"is calibration format version 99 \(written by lwprof 9.0\); this lwprof reads version 2"),
     (lambda d: d.update(features=["flops"]), "was fitted on features"),
     (lambda d: d["regressors"]["conv_pointwise"].update(kind="forest"), "unknown regressor kind 'forest'"),
     (lambda d: d.pop("backend"), "lacks 'backend'"),
@@ -152,29 +179,111 @@ def test_a_missing_file_is_one_line(tmp_path):
 
 
 
-@pytest.mark.parametrize("kernel_type", __import__("lwprof.predict.calibrate", fromlist=["x"]).sampled_types())
+@pytest.mark.parametrize("kernel_type", sampled_types())
 def test_every_sampler_builds_one_kernel_of_its_type(kernel_type):
-    from lwprof.predict.calibrate import _SAMPLERS
+    from lwprof.predict.samplers import configurations
 
-    rng = random.Random(7)
-    for _ in range(3):
-        module, shape = _SAMPLERS[kernel_type](rng)
+    draws = configurations(kernel_type, seed=7)
+    for _ in range(12):  # enough draws to reach each sampler's branches (attention, tokens, shuffle, ...)
+        module, shape = next(draws)
         assert [k.type for k in decompose(profile_module(module, shape))] == [kernel_type]
 
 
-def test_calibrating_fits_each_type_and_holds_some_out(tmp_path):
-    from lwprof.predict.calibrate import collect, fit
+def test_each_type_draws_from_its_own_stream():
+    from lwprof.predict.samplers import configurations
+
+    def shapes(kernel_type, n):
+        draws = configurations(kernel_type, seed=0)
+        return [next(draws)[1] for _ in range(n)]
+
+    # More samples of one type (an adaptive round) leave the first ones, and every other type's, as they were.
+    assert shapes("conv_pointwise", 5)[:3] == shapes("conv_pointwise", 3)
+    assert shapes("elementwise", 4) == shapes("elementwise", 4)
+
+
+def _settings(tmp_path):
     from lwprof.runtime.measure import Budget
     from lwprof.runtime.settings import RunSettings
 
-    settings = RunSettings(device="cpu", threads=1, cache_dir=tmp_path, budget=Budget(min_time_s=0.01, max_time_s=0.02))
-    overhead, samples = collect("torch", settings, per_type=5, types=["conv_pointwise", "elementwise"])
-    assert overhead > 0 and [s.kernel_type for s in samples] == ["conv_pointwise"] * 5 + ["elementwise"] * 5
+    return RunSettings(device="cpu", threads=1, cache_dir=tmp_path, budget=Budget(min_time_s=0.01, max_time_s=0.02))
+
+
+def test_calibrating_fits_each_type_and_cross_validates(tmp_path):
+    from lwprof.predict.calibrate import Journal, collect, fit
+
+    journal = Journal(None, {})
+    samples = collect("torch", _settings(tmp_path), {"conv_pointwise": range(6), "elementwise": range(6)}, journal)
+    assert journal.overhead > 0 and [s.kernel_type for s in samples] == ["conv_pointwise", "elementwise"] * 6  # in turn
     regressors, validation = fit(samples)
     assert set(regressors) == {"conv_pointwise", "elementwise"}
-    assert validation["conv_pointwise"]["samples"] == 5 and validation["conv_pointwise"]["held_out"] == 1
+    assert validation["conv_pointwise"]["samples"] == 6
+    # Both kinds were cross-validated; the one kept is the one with the smaller median error.
+    kinds = validation["conv_pointwise"]["kinds"]
+    assert set(kinds) == {"linear", "power_law"}
+    assert validation["conv_pointwise"]["regressor"] == min(kinds, key=lambda kind: kinds[kind]["median_relative_error"])
     # No timing is asserted: only that the fit predicts a positive time for each sample.
     assert all(regressors[s.kernel_type].predict(s.features) > 0 for s in samples)
+
+
+def test_a_spent_budget_times_nothing_more(tmp_path):
+    import time
+
+    from lwprof.predict.calibrate import Journal, collect
+
+    journal = Journal(None, {})
+    assert collect("torch", _settings(tmp_path), {"elementwise": range(3)}, journal, deadline=time.monotonic() - 1) == []
+    assert not journal.samples
+
+
+def test_samples_follow_the_learned_rules(tmp_path):
+    from lwprof.predict.calibrate import Journal, collect
+
+    # A runtime that runs BatchNorm and every activation apart (eager PyTorch) is calibrated on bare
+    # convolutions: draws with a BatchNorm or an activation are passed over, not timed as one kernel.
+    rules = FusionRules(never=tuple((head, op) for head in ("conv_pointwise",)
+                                    for op in ("aten.native_batch_norm", "aten.relu", "aten.relu_", "aten.hardtanh",
+                                               "aten.hardtanh_", "aten.hardswish", "aten.hardswish_")))
+    samples = collect("torch", _settings(tmp_path), {"conv_pointwise": range(3)}, Journal(None, {}), rules=rules)
+    assert [s.index for s in samples] == [0, 1, 2]
+    assert all(dict(zip(FEATURES, s.features))["fused_ops"] == 0 for s in samples)
+
+
+def test_an_interrupted_calibration_resumes_from_its_journal(tmp_path):
+    from lwprof.predict.calibrate import Journal, collect
+
+    path, plan, notes = tmp_path / "cal.json.samples.jsonl", {"backend": "torch", "seed": 0}, []
+    first = collect("torch", _settings(tmp_path), {"elementwise": range(2)}, Journal(path, plan))
+    with path.open("a") as handle:
+        handle.write('{"kernel_type": "elementw')  # the line being written when Ctrl-C came
+    resumed = Journal(path, plan, note=notes.append)
+    assert notes == [f"resuming from {path}: 2 samples already timed"]
+    again = collect("torch", _settings(tmp_path), {"elementwise": range(3)}, resumed)
+    assert again[:2] == first  # not timed again
+    # The torn line is cut off before anything is appended: header, overhead, 2 samples, 1 new.
+    assert len(path.read_text().splitlines()) == 1 + 1 + 2 + 1
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+    other = Journal(path, {**plan, "seed": 1}, note=notes.append)
+    assert not other.samples and "from another calibration run" in notes[-1]
+
+
+def test_eager_torch_keeps_every_op_apart_learned_from_its_layer_rows(tmp_path):
+    from lwprof.predict.rules import PROBES, learn_rules
+
+    rules = learn_rules("torch", _settings(tmp_path), overhead=1e-5)
+    assert set(rules.evidence) == {probe.name for probe in PROBES}
+    assert not any(seen["fused"] for seen in rules.evidence.values())
+    # Eager PyTorch runs the BatchNorm after a convolution as its own kernel: predicted as one.
+    kernels = decompose(profile_module(ConvBlock(), (1, 16, 28, 28)), rules)
+    assert [k.layers for k in kernels][:3] == [("pw",), ("pw_bn",), ("act",)]
+
+
+def test_onnx_runtime_fuses_batch_norm_and_relu_into_its_convolution(tmp_path):
+    from lwprof.predict.rules import learn_rules
+
+    rules = learn_rules("onnxruntime", _settings(tmp_path), overhead=1e-5)
+    # FusedConv (or the NCHWc convolution's activation) covers both: ORT's own optimized graph says so.
+    assert rules.evidence["conv+batch_norm"]["fused"] and rules.evidence["conv+relu"]["fused"]
+    assert [k.layers for k in decompose(profile_module(ConvBlock(), (1, 16, 28, 28)), rules)][0] == ("pw", "pw_bn", "act")
 
 
 def test_predict_cli_prints_per_layer_and_total_predicted(tmp_path):
@@ -200,3 +309,55 @@ def test_predict_without_a_calibration_file_is_one_line_exit_2(tmp_path):
 
     result = CliRunner().invoke(app, ["predict", "pplcnet_025", "--calibration", str(tmp_path / "none.json")])
     assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_the_context_fit_recovers_known_factors():
+    from lwprof.predict.networks import fit_context
+
+    # Networks whose time is 10 us + 0.8 * conv kernels alone + 1.5 * the others + 3 us per kernel.
+    rng = random.Random(5)
+    parts = [(rng.uniform(1e-4, 1e-2), rng.uniform(1e-5, 1e-3), rng.randint(10, 200)) for _ in range(24)]
+    measured = [1e-5 + 0.8 * conv + 1.5 * other + 3e-6 * count for conv, other, count in parts]
+    assert fit_context(parts, measured, once=1e-5) == pytest.approx((0.8, 1.5, 3e-6), rel=1e-9)
+    # Too few networks for three terms: one factor for every kernel (here the data's own, 2).
+    few = [(c, o, n) for c, o, n in parts[:6]]
+    assert fit_context(few, [1e-5 + 2 * (c + o) for c, o, _ in few], once=1e-5) == pytest.approx((2.0, 2.0, 0.0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_synthetic_networks_run_and_split_into_calibrated_kernels(seed):
+    from lwprof.predict.networks import synthetic_network
+    from lwprof.predict.samplers import sampled_types
+
+    rng = random.Random(f"{seed}:networks")
+    for _ in range(3):
+        module, shape = synthetic_network(rng)
+        with torch.no_grad():
+            assert module(torch.randn(shape)).shape == (1, 1000)
+        # Every kernel of a synthetic network is of a type calibration samples: the context fit sees no gaps.
+        assert {k.type for k in decompose(profile_module(module, shape))} <= set(sampled_types())
+
+
+def test_a_prediction_in_context_scales_each_kernel_group():
+    import dataclasses
+
+    from lwprof.predict.networks import Context
+
+    calibration = dataclasses.replace(_calibration(), context=Context(conv_factor=0.5, other_factor=2.0, per_kernel_s=1e-6))
+    kernels = decompose(profile_module(ConvBlock(), (1, 16, 28, 28)))
+    pointwise = kernels[0]
+    assert calibration.predict_kernel(pointwise) == pytest.approx(0.5 * calibration.predict_kernel(pointwise, False) + 1e-6)
+    loaded = Calibration.from_dict(json.loads(json.dumps(calibration.to_dict())))
+    assert loaded.context == calibration.context
+
+
+def test_registries_refuse_duplicates_and_suggest_close_names():
+    from lwprof.predict.regressor import fit_regressor, regressor
+    from lwprof.predict.samplers import sampler
+
+    with pytest.raises(LwprofError, match="a regressor kind 'linear' is already registered"):
+        regressor("linear")(Linear)
+    with pytest.raises(LwprofError, match="a sampler for kernel type 'conv' is already registered"):
+        sampler("conv")(lambda rng: None)
+    with pytest.raises(LwprofError, match="unknown regressor kind 'linaer'; did you mean linear"):
+        fit_regressor("linaer", FEATURES, [[1.0] * len(FEATURES)], [1e-3])

@@ -48,19 +48,28 @@ class Kernel:
 class FusionRules:
     """Which ops join the kernel before them. ``follow_engine``: as the
     analytic engine's deployment view fuses them (BatchNorm into the
-    convolution, the activation and a residual add after it); ``never``: op
-    names a runtime keeps as kernels of their own even so (learned from the
-    runtime: an ONNX Runtime build that does not fuse ``HardSwish``, say)."""
+    convolution, the activation and a residual add after it); ``never``:
+    (head op class, op) pairs the runtime keeps apart even so, ``*`` for any
+    head (learned from the runtime: eager PyTorch fuses nothing; an ONNX
+    Runtime build runs a linear layer's ``HardSigmoid`` as a node of its
+    own). ``evidence`` says how each rule was learned."""
 
     follow_engine: bool = True
-    never: tuple[str, ...] = ()
+    never: tuple[tuple[str, str], ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def keeps_apart(self, head_class: str, op: str) -> bool:
+        return (head_class, op) in self.never or ("*", op) in self.never
 
     def to_dict(self) -> dict[str, Any]:
-        return {"follow_engine": self.follow_engine, "never": list(self.never)}
+        return {"follow_engine": self.follow_engine, "never": [list(pair) for pair in self.never],
+                "evidence": self.evidence}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FusionRules":
-        return cls(bool(data.get("follow_engine", True)), tuple(data.get("never", ())))
+        never = tuple(("*", entry) if isinstance(entry, str) else (str(entry[0]), str(entry[1]))
+                      for entry in data.get("never", ()))
+        return cls(bool(data.get("follow_engine", True)), never, dict(data.get("evidence", {})))
 
 
 # ---------------------------------------------------------------------------
@@ -69,14 +78,17 @@ class FusionRules:
 _TYPES: dict[str, tuple[str, Callable[[OpRecord], dict[str, float]]]] = {}
 
 
-def kernel_type(op_class: str, name: str | None = None) -> Callable:
-    """Register the feature function of the kernels whose first op has
-    ``op_class`` (type ``name``, default the op class)."""
+def kernel_type(key: str, name: str | None = None) -> Callable:
+    """Register the feature function of the kernels whose first op has op
+    class ``key``, or is the op ``key`` (``aten.*``: an op whose cost differs
+    from the rest of its class, as PReLU's from ReLU's, gets a type and a
+    regressor of its own; the op wins over its class). The type is ``name``,
+    default ``key``."""
 
     def decorator(features: Callable[[OpRecord], dict[str, float]]) -> Callable[[OpRecord], dict[str, float]]:
-        if op_class in _TYPES:
-            raise LwprofError(f"a kernel type for op class '{op_class}' is already registered ({_TYPES[op_class][0]})")
-        _TYPES[op_class] = (name or op_class, features)
+        if key in _TYPES:
+            raise LwprofError(f"a kernel type for '{key}' is already registered ({_TYPES[key][0]})")
+        _TYPES[key] = (name or key, features)
         return features
 
     return decorator
@@ -116,7 +128,8 @@ for _conv_class in ("conv", "conv_depthwise", "conv_pointwise"):
 
 @kernel_type("matmul")
 def _matmul_features(op: OpRecord) -> dict[str, float]:
-    x = op.input_shapes[0]
+    # addmm's first input is the bias: the activation is the first input of two or more dimensions.
+    x = next((shape for shape in op.input_shapes if len(shape) >= 2), op.input_shapes[0] if op.input_shapes else ())
     out = op.output_shapes[0]
     return {"in_channels": x[-1] if x else 0, "out_channels": out[-1] if out else 0}
 
@@ -133,6 +146,15 @@ def _channel_features(op: OpRecord) -> dict[str, float]:
 for _op_class in ("pooling", "reduction", "normalization", "activation", "elementwise", "data_movement", "conversion"):
     kernel_type(_op_class)(_channel_features)
 
+# Ops that cost unlike the rest of their class on some runtime: ONNX Runtime's
+# PRelu broadcasts its slope per element (ten times a ReLU's time on the zoo's
+# ESPNet), a softmax or a layer norm reduces before it writes, and a batched
+# matmul of attention has other shapes than a linear layer's.
+kernel_type("aten._prelu_kernel", "prelu")(_channel_features)
+kernel_type("aten._softmax", "softmax")(_channel_features)
+kernel_type("aten.native_layer_norm", "layer_norm")(_channel_features)
+kernel_type("aten.bmm", "batched_matmul")(_matmul_features)
+
 
 # ---------------------------------------------------------------------------
 # Decomposition
@@ -148,8 +170,9 @@ def decompose(profile: ModelProfile, rules: FusionRules | None = None) -> list[K
     for op in profile.ops:
         if op.op_class == "view":
             continue
-        fused = rules.follow_engine and op.fused_into is not None and op.op not in rules.never
-        if fused and op.fused_into in groups:
+        fused = (rules.follow_engine and op.fused_into is not None and op.fused_into in groups
+                 and not rules.keeps_apart(groups[op.fused_into][0].op_class, op.op))
+        if fused:
             groups[op.fused_into].append(op)
             continue
         groups[op.index] = [op]
@@ -159,7 +182,7 @@ def decompose(profile: ModelProfile, rules: FusionRules | None = None) -> list[K
 
 def _kernel(ops: list[OpRecord]) -> Kernel:
     head = ops[0]
-    registered = _TYPES.get(head.op_class)
+    registered = _TYPES.get(head.op) or _TYPES.get(head.op_class)
     name, features = registered if registered else (OTHER, _channel_features)
     values = {key: float(value) for key, value in features(head).items()}
     if name == "conv" and values.get("groups", 1) > 1:
@@ -167,8 +190,11 @@ def _kernel(ops: list[OpRecord]) -> Kernel:
     values.update(
         flops=float(sum(op.flops for op in ops)),
         # What the kernel moves once fused (the engine's fused figure: a folded BatchNorm
-        # moves nothing, a fused residual add reads its shortcut).
-        memory_bytes=float(sum(op.memory_bytes_fused for op in ops)),
+        # moves nothing, a fused residual add reads its shortcut). A head the engine would have fused
+        # into the op before it, but which this runtime runs as a kernel of its own (eager PyTorch's
+        # BatchNorm), reads and writes its tensors as in eager mode.
+        memory_bytes=float(sum(op.memory_bytes if op is head and op.fused_into is not None else op.memory_bytes_fused
+                               for op in ops)),
         output_elements=float(_elements(ops[-1].output_shapes[0]) if ops[-1].output_shapes else 0),
         fused_ops=float(len(ops) - 1),
     )
