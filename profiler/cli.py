@@ -17,7 +17,8 @@ import typer
 from lwprof import __version__
 from lwprof.cli_options import (
     Allocator, AllocatorOption, BackendOption, BatchSizeOption, CacheDirOption, CalibrationDataOption, CalibrationInputsOption,
-    Device, DeviceOption, DType, FormatOption, InputShapeOption, Int8Scheme, Int8SchemeOption, PrecisionOption,
+    Device, DeviceOption, DType, FormatOption, InputShapeOption, Int8Scheme, Int8SchemeOption, LatencyCalibrationOption,
+    PrecisionOption,
     SortKey, ThreadsOption,
 )
 from lwprof.core.errors import LwprofError
@@ -153,6 +154,7 @@ def profile(
     int8_scheme: Int8SchemeOption = Int8Scheme.u8s8,
     calibration_data: CalibrationDataOption = None,
     calibration_inputs: CalibrationInputsOption = 16,
+    calibration: LatencyCalibrationOption = None,
 ) -> None:
     """What a model costs: per-layer FLOPs, MACs, params and memory access, and (unless --analytic) its real
     latency on each backend and precision, per layer, on the device's roofline, saved in a run directory."""
@@ -183,11 +185,14 @@ def profile(
             out=out,
             reports_dir=reports_dir,
             plots=plots,
+            calibrations=calibration,
         )
         raise typer.Exit(code)
 
     if allocator is not Allocator.auto:
         raise LwprofError("--allocator applies to measurements, not to --analytic")
+    if calibration:
+        raise LwprofError("--calibration shows a prediction beside a measurement; without measuring, use `lwprof predict`")
     if precision != "fp32":
         raise LwprofError("--precision applies to measurements; --analytic counts at --dtype")
     from lwprof.commands.analytic import run_profile
@@ -326,6 +331,7 @@ def compare(
     int8_scheme: Int8SchemeOption = Int8Scheme.u8s8,
     calibration_data: CalibrationDataOption = None,
     calibration_inputs: CalibrationInputsOption = 16,
+    calibration: LatencyCalibrationOption = None,
 ) -> None:
     """Which network is really fastest here, and which proxy (MACs, params, memory access, roofline) predicts it."""
     from lwprof.commands.compare import run_compare
@@ -348,6 +354,7 @@ def compare(
         fmt=fmt,
         out=out,
         plots=plots,
+        calibrations=calibration,
     )
     raise typer.Exit(code)
 
@@ -371,8 +378,11 @@ def calibrate(
     device: DeviceOption = Device.cpu,
     threads: ThreadsOption = None,
     precision: Annotated[str, typer.Option("--precision", help="The precision to calibrate (one).")] = "fp32",
-    quick: Annotated[bool, typer.Option("--quick", help="3 samples per kernel type instead of 30 (a few minutes).")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="6 samples per kernel type instead of 40, no adaptive round, "
+                                                      "6 synthetic networks instead of 24 (under a minute here).")] = False,
     samples: Annotated[Optional[int], typer.Option("--samples", min=2, help="Samples per kernel type.")] = None,
+    budget: Annotated[Optional[float], typer.Option("--budget", min=0.1, help="Minutes to spend timing kernels at most "
+                                                    "(types in turn; the synthetic networks are timed after).")] = None,
     min_time: Annotated[Optional[float], typer.Option("--min-time", min=0.0, help="Seconds to time each kernel at least.")] = 0.2,
     max_time: Annotated[Optional[float], typer.Option("--max-time", min=0.0, help="Seconds to time each kernel at most.")] = 1.0,
     out: Annotated[Optional[Path], typer.Option("--out", help="Calibration file (default: calibration-BACKEND-DEVICE.json).")] = None,
@@ -384,8 +394,8 @@ def calibrate(
 
     settings = RunSettings.build(device=device.value, threads=threads, cache_dir=cache_dir,
                                  budget=budget_from_options(min_time_s=min_time, max_time_s=max_time)).but(precision=precision)
-    run_calibrate(settings=settings, backend=backend, quick=quick, samples=samples, fmt=fmt,
-                  out=out or Path(f"calibration-{backend}-{device.value}.json"))
+    raise typer.Exit(run_calibrate(settings=settings, backend=backend, quick=quick, samples=samples, fmt=fmt,
+                                   out=out or Path(f"calibration-{backend}-{device.value}.json"), budget_min=budget))
 
 
 @app.command()

@@ -95,6 +95,11 @@ CalibrationDataOption = Annotated[
     Optional[Path],
     typer.Option("--calibration-data", help="Folder of .npy inputs to calibrate int8 on (default: seeded random inputs)."),
 ]
+LatencyCalibrationOption = Annotated[
+    Optional[list[Path]],
+    typer.Option("--calibration", help="A latency calibration from `lwprof calibrate` (repeat for several backends): "
+                 "its prediction is shown beside the measurement of the same backend and precision."),
+]
 CalibrationInputsOption = Annotated[
     int,
     typer.Option("--calibration-inputs", min=1, help="Seeded random inputs to calibrate int8 on and check agreement with."),

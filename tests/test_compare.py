@@ -45,18 +45,24 @@ TINY = ["--min-time", "0", "--max-time", "0.05", "--layer-runs", "1"]
 @pytest.fixture(scope="module")
 def compared(tmp_path_factory):
     """One comparison for the tests that read it (each model is measured in worker processes)."""
+    from calibration_files import known_calibration
+
     folder = tmp_path_factory.mktemp("compare")
     out = folder / "cmp"
+    known_calibration("onnxruntime").save(folder / "cal.json")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(roofline, "measure_peaks", lambda b, s: roofline.DevicePeaks(b, s.device, s.threads, 1e11, 1e10, measured_at="test"))
         result = CliRunner().invoke(
-            app, ["compare", *MODELS, *TINY, "--out", str(out), "--cache-dir", str(folder / "cache"), "--format", "csv"]
+            app, ["compare", *MODELS, *TINY, "--out", str(out), "--cache-dir", str(folder / "cache"), "--format", "csv",
+                  "--calibration", str(folder / "cal.json")]
         )
     assert result.exit_code == 0, result.stderr
     return out, result
 
 
 def test_compare_writes_expected_files_and_columns(compared):
+    from calibration_files import known_calibration
+
     out, result = compared
     rows = list(csv.DictReader(io.StringIO(result.stdout)))
     assert [r["model"] for r in rows] == MODELS
@@ -69,6 +75,13 @@ def test_compare_writes_expected_files_and_columns(compared):
     payload = json.loads((out / "compare.json").read_text())
     assert {c["backend"] for c in payload["correlations"]} == {"torch", "onnxruntime"}
     assert all(set(c) >= {"rho_macs", "rho_params", "rho_memory_bytes", "rho_memory_bytes_fused", "rho_roofline_bound_s"} for c in payload["correlations"])
+    # The calibration predicts ONNX Runtime's latency from the counted model: a proxy in the footer beside the others.
+    for row in rows:
+        expected = known_calibration("onnxruntime").predict(lwprof.analyze(row["model"])).total_s
+        assert float(row["onnxruntime_predicted_s"]) == pytest.approx(expected, rel=1e-12) and not row["torch_predicted_s"]
+    by_backend = {c["backend"]: c for c in payload["correlations"]}
+    assert by_backend["onnxruntime"]["rho_predicted_s"] is not None and by_backend["torch"]["rho_predicted_s"] is None
+    assert "predicted (calibration)" in (out / "summary.md").read_text()
     assert payload["environment"]["cpu_model"]
     assert set(payload["wall_time_split_s"]) >= {"analysis_s", "prepare_s", "measure_s", "total_s"}
     for stem in ("latency_vs_macs", "latency_vs_memory", "accuracy_vs_latency", "time_vs_flops_by_class", "roofline_models"):

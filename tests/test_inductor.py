@@ -42,7 +42,7 @@ def test_fp16_is_refused_with_the_reason():
 @pytest.mark.skipif(importlib.util.find_spec("torchao") is None, reason="torchao is not installed (the executorch extra)")
 @pytest.mark.skipif(get_backend("inductor").unavailable_reason("cpu") is not None, reason="inductor cannot run here")
 def test_int8_runs_onednn_integer_kernels_named_by_layer(tmp_path, monkeypatch):
-    from lwprof.reports.profile_run import ran_in
+    from lwprof.runtime.precision import ran_in
     from lwprof.runtime.loader import LoadedModel
     from lwprof.runtime.precision import Int8Recipe
 

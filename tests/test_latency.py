@@ -183,6 +183,39 @@ def test_batch_size_list_and_csv_summary(tmp_path, fixed_roofline):
     assert not list((tmp_path / "run").glob("*.png"))
 
 
+def test_a_calibration_predicts_beside_the_measurement(tmp_path, fixed_roofline):
+    from calibration_files import known_calibration
+
+    known_calibration("torch").save(tmp_path / "cal.json")
+    result = profile_cli(tmp_path, "shufflenet_v2_050", *TINY, "--batch-size", "1,2", "--backend", "torch", "--no-plots",
+                         "--calibration", str(tmp_path / "cal.json"), "--out", str(tmp_path / "run"), "--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    assert "predicting torch from" in result.stderr and "held-out kernel error" in result.stderr
+    rows = list(csv.DictReader(result.stdout.splitlines()))
+    for row, batch_size in zip(rows, (1, 2)):
+        # Predicted from the counted profile alone, per batch size, exactly as `lwprof predict` would.
+        profile = lwprof.analyze("shufflenet_v2_050", input_shape=(batch_size, 3, 64, 64))  # TINY's input
+        predicted = known_calibration("torch").predict(profile)
+        assert float(row["predicted_s"]) == pytest.approx(predicted.total_s, rel=1e-12)
+        assert float(row["predicted_error"]) == pytest.approx(predicted.total_s / float(row["median_s"]) - 1, rel=1e-9)
+    layers = [r for r in read_csv(tmp_path / "run" / "layers.csv") if r["batch_size"] == "1"]
+    per_layer = known_calibration("torch").predict(lwprof.analyze("shufflenet_v2_050", input_shape=(1, 3, 64, 64))).layer_seconds()
+    assert {r["layer"]: float(r["torch_predicted_s"]) for r in layers if r["torch_predicted_s"]} == pytest.approx(
+        {layer: s for layer, s in per_layer.items() if s is not None}, rel=1e-12)
+    payload = json.loads((tmp_path / "run" / "profile.json").read_text())
+    assert payload["predictions"]["1"]["torch"]["predicted_s"] == pytest.approx(float(rows[0]["predicted_s"]))
+    assert "held-out kernel error" in payload["predictions"]["1"]["torch"]["calibration"]
+
+
+def test_a_calibration_of_a_backend_not_measured_is_one_line_exit_2(tmp_path):
+    from calibration_files import known_calibration
+
+    known_calibration("onnxruntime").save(tmp_path / "cal.json")
+    result = profile_cli(tmp_path, "pplcnet_025", "--backend", "torch", "--calibration", str(tmp_path / "cal.json"))
+    assert result.exit_code == 2
+    assert "predicts onnxruntime fp32, which this run does not measure (torch fp32)" in result.output
+
+
 def test_run_directory_is_never_overwritten(tmp_path, fixed_roofline):
     out = tmp_path / "run"
     out.mkdir()

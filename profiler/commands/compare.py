@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from lwprof.commands.common import EXIT_INTERRUPTED, claim_out_dir, precision_targets, start
 from lwprof.core.errors import LwprofError
 from lwprof.reports import console as output
-from lwprof.reports.compare_report import PROXIES, PROXY_TITLES, correlations, model_row, render, safe_name
+from lwprof.reports.compare_report import PROXY_TITLES, correlations, model_row, render, safe_name, shown_proxies
 from lwprof.reports.console import Column, OutputFormat
 from lwprof.reports.console import cell as _fmt
 from lwprof.reports.files import csv_text, json_text
@@ -58,8 +58,9 @@ def select_models(models: Sequence[str], all_models: bool, family: str | None) -
 
 class CompareRun:
     def __init__(self, specs: list[str], *, settings: RunSettings, backends: list[str], batch_size: int | None, out: Path,
-                 targets: list[tuple[str, str]] | None = None):
+                 targets: list[tuple[str, str]] | None = None, calibrations: list[Any] | None = None):
         self.specs = specs
+        self.calibrations = calibrations or []
         self.settings = settings
         self.targets = targets or [(backend, settings.precision) for backend in backends]
         # Column prefixes: a backend, or backend_precision for a precision other than fp32.
@@ -89,7 +90,7 @@ class CompareRun:
                 job = LatencyJob(
                     spec, settings=self.settings, backends=list(dict.fromkeys(b for b, _ in self.targets)),
                     batch_sizes=[self.batch_size], input_shape=None, reports_dir=self.out,
-                    out=self.out / "models" / safe_name(spec), precisions=self.targets,
+                    out=self.out / "models" / safe_name(spec), precisions=self.targets, calibrations=self.calibrations,
                 )
                 try:
                     job.run()
@@ -129,6 +130,7 @@ class CompareRun:
             "settings": self.settings.to_dict(),
             "partial": self.partial,
             "failures": self.failures,
+            "calibrations": {c.result_key: c.describe() for c in self.calibrations},
             "correlations": correlations(self.rows, self.backends),
             "wall_time_split_s": self.wall,
             "rows": self.rows,
@@ -150,13 +152,17 @@ class CompareRun:
 
 def run_compare(*, models: list[str], all_models: bool, family: str | None, settings: RunSettings, backends: str | None,
                 batch_size: int | None, sort: str, fmt: OutputFormat, out: Path | None, plots: bool,
-                precisions: str | None = None) -> int:
+                precisions: str | None = None, calibrations: list[Path] | None = None) -> int:
+    from lwprof.commands.profile import load_calibrations
+
     chosen = start(settings, backends)
     targets = precision_targets(chosen, precisions, explicit=backends is not None)
+    loaded = load_calibrations(calibrations, targets)
     specs = select_models(models, all_models, family)
     target = out or Path("reports") / f"compare-{settings.device}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     claim_out_dir(target, "a comparison")
-    run = CompareRun(specs, settings=settings, backends=chosen, batch_size=batch_size, out=target, targets=targets)
+    run = CompareRun(specs, settings=settings, backends=chosen, batch_size=batch_size, out=target, targets=targets,
+                     calibrations=loaded)
     try:
         run.run()
     except KeyboardInterrupt:
@@ -205,6 +211,9 @@ def print_compare(payload: dict[str, Any], fmt: OutputFormat, sort: str) -> None
             Column(f"{b}_roofline_efficiency", "roof eff.", lambda v: _fmt(v, 0.01, 1, "%"), "right"),
             Column(f"{b}_minor_page_faults_per_pass", "faults/pass", lambda v: _fmt(v, 1, 0), "right"),
         ]
+        if any(r.get(f"{b}_predicted_s") for r in rows):
+            columns += [Column(f"{b}_predicted_s", "predicted ms", ms, "right"),
+                        Column(f"{b}_predicted_error", "pred. error", lambda v: _fmt(v, 0.01, 1, "%"), "right")]
         if any(r.get(f"{b}_tuned_median_s") for r in rows):
             columns.append(Column(f"{b}_tuned_median_s", "tuned ms", ms, "right"))
         if any(r.get(f"{b}_speedup_vs_fp32") for r in rows):
@@ -213,5 +222,6 @@ def print_compare(payload: dict[str, Any], fmt: OutputFormat, sort: str) -> None
     columns.append(Column("published_top1_percent", "top-1 %", lambda v: _fmt(v, 1, 1), "right"))
     output.emit(rows, columns, OutputFormat.table, title=f"compare on {payload['device']} ({payload['threads']} threads)")
     correlation_columns = [Column("backend", "Spearman ρ of latency with"), Column("models", "models", str, "right")]
-    correlation_columns += [Column(f"rho_{p}", PROXY_TITLES[p], lambda v: _fmt(v, 1, 3), "right") for p in PROXIES]
+    correlation_columns += [Column(f"rho_{p}", PROXY_TITLES[p], lambda v: _fmt(v, 1, 3), "right")
+                            for p in shown_proxies(payload["correlations"])]
     output.emit(payload["correlations"], correlation_columns, OutputFormat.table)

@@ -45,21 +45,24 @@ def run_latency_profile(
     out: Path | None,
     reports_dir: Path,
     plots: bool,
+    calibrations: list[Path] | None = None,
 ) -> int:
     """Run the job and print its summary; returns the exit code."""
     from lwprof.runtime.loader import parse_shape
 
     shape = parse_shape(input_shape) if input_shape is not None else None
     chosen = parse_backends(backends)
+    targets = precision_targets(chosen, precisions, explicit=backends is not None)
     job = LatencyJob(
         spec,
         settings=settings,
         backends=chosen,
-        precisions=precision_targets(chosen, precisions, explicit=backends is not None),
+        precisions=targets,
         batch_sizes=parse_batch_sizes(batch_sizes),
         input_shape=shape,
         reports_dir=reports_dir,
         out=out,
+        calibrations=load_calibrations(calibrations, targets),
     )
     job.run()
     if plots and job.profiles:
@@ -75,6 +78,25 @@ def run_latency_profile(
         reasons = "; ".join(f"{r.backend}: {r.skipped}" for r in job.results if r.skipped)
         raise LwprofError(f"no backend could measure {job.model_name} ({reasons})")
     return EXIT_INTERRUPTED if job.partial else 0
+
+
+def load_calibrations(paths: list[Path] | None, targets: list[tuple[str, str]]) -> list[Any]:
+    """The ``--calibration`` files, each checked to predict a (backend,
+    precision) this run measures, and announced with its own held-out error."""
+    from lwprof.predict.calibration import Calibration
+
+    calibrations = [Calibration.load(path) for path in paths or []]
+    for path, calibration in zip(paths or [], calibrations):
+        if (calibration.backend, calibration.precision) not in targets:
+            measured = ", ".join(f"{b} {p}" for b, p in targets)
+            raise LwprofError(f"--calibration {path} predicts {calibration.backend} {calibration.precision}, which this "
+                              f"run does not measure ({measured}): add --backend {calibration.backend} "
+                              f"--precision {calibration.precision}")
+        output.info(f"predicting {calibration.result_key} from {path}: {calibration.describe()}")
+    keys = [c.result_key for c in calibrations]
+    if len(set(keys)) != len(keys):
+        raise LwprofError(f"two --calibration files predict the same backend and precision ({', '.join(keys)})")
+    return calibrations
 
 
 def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
@@ -96,6 +118,8 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
         Column("roofline_bound_s", "roofline ms", _ms, "right"),
         Column("roofline_efficiency", "efficiency", _pct, "right"),
         Column("bound_by", "bound by"),
+        Column("predicted_s", "predicted ms", _ms, "right"),
+        Column("predicted_error", "predicted vs measured", lambda v: "" if v is None else f"{v:+.1%}", "right"),
         Column("layer_sum_vs_end_to_end", "layers/e2e", _pct, "right"),
         Column("outputs_vs", "outputs vs"),
         Column("max_rel_diff", "max rel diff", lambda v: "" if v is None else f"{v:.1e}", "right"),
@@ -110,7 +134,8 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
     if fmt is OutputFormat.csv:
         keys = ["backend", "precision", "device", "batch_size", "n", "median_s", "mean_s", "std_s", "iqr_s", "p90_s", "p99_s", "min_s", "max_s",
                 "ci95_low_s", "ci95_high_s", "relative_iqr", "noisy", "throughput_items_per_s", "roofline_bound_s",
-                "roofline_efficiency", "bound_by", "layer_sum_s", "layer_sum_vs_end_to_end", "layer_pass_overhead",
+                "roofline_efficiency", "bound_by", "predicted_s", "predicted_error", "predicted_not_calibrated",
+                "layer_sum_s", "layer_sum_vs_end_to_end", "layer_pass_overhead",
                 "outputs_vs", "max_abs_diff", "max_rel_diff", "outputs_allclose", "allocator", "minor_page_faults_per_pass",
                 "tuned_median_s", "tuned_iqr_s", "tuned_minor_page_faults_per_pass", "allocator_tax", "speedup_vs_fp32",
                 "relative_error_vs_fp32", "cosine_vs_fp32", "top1_agreement", "outputs_meaningful", "float_layers", "skipped"]
@@ -126,9 +151,15 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
             f"memory access {format_bytes(totals['memory_bytes'])} eager / {format_bytes(totals['memory_bytes_fused'])} fused",
             highlight=False,
         )
+    if not any(row.get("predicted_s") is not None for row in summary):  # no --calibration
+        columns = [c for c in columns if c.key not in ("predicted_s", "predicted_error")]
     output.emit(summary, columns, OutputFormat.table, title="end-to-end latency")
     for note in allocator_notes(summary):
         output.stdout.print(note, highlight=False, soft_wrap=True)
+    for row in summary:
+        if row.get("predicted_not_calibrated"):
+            output.warn(f"{row['backend']} {row['precision']}: the calibration never saw kernel types "
+                        f"{row['predicted_not_calibrated']}; their kernels are left out of the prediction")
     rows = [r for r in layer_table(job) if r["batch_size"] == (next(iter(job.profiles), None))]
     for backend in result_keys(job):
         key = f"{backend}_time_s"
@@ -147,4 +178,7 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
             Column(f"{backend}_bound_by", "bound by"),
             Column(f"{backend}_fused_layers", "also covers", lambda v: v or ""),
         ]
+        if any(f"{backend}_predicted_s" in r for r in timed):
+            layer_columns.insert(3, Column(f"{backend}_predicted_s", "predicted ms",
+                                           lambda v: "not calibrated" if v is None else _ms(v), "right"))
         output.emit(timed, layer_columns, OutputFormat.table, title=f"top {len(timed)} layers by {backend} time")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lwprof.commands.common import claim_out_dir, count, measure_in_worker, run_directory
 from lwprof.core.errors import LwprofError
@@ -29,7 +29,7 @@ WALL_TIME_PARTS = ("load_s", "analysis_s", "peaks_s", "prepare_s", "worker_start
 class LatencyJob:
     def __init__(self, spec: str, *, settings: RunSettings, backends: list[str], batch_sizes: list[int | None],
                  input_shape: tuple[int, ...] | None, reports_dir: Path, out: Path | None,
-                 precisions: list[tuple[str, str]] | None = None):
+                 precisions: list[tuple[str, str]] | None = None, calibrations: Sequence[Any] = ()):
         self.spec = spec
         self.settings = settings
         self.backends = backends
@@ -49,6 +49,10 @@ class LatencyJob:
         self.environment: dict[str, Any] = {}
         self.partial = False
         self.timings: dict[str, float] = dict.fromkeys(WALL_TIME_PARTS, 0.0)
+        # Latency calibrations (lwprof.predict.calibration.Calibration): each predicts the result of its
+        # backend and precision, per batch size, from the counted profile alone.
+        self.calibrations = list(calibrations)
+        self.predictions: dict[int, dict[str, Any]] = {}  # batch size -> result key -> Prediction
 
     @property
     def device(self) -> str:
@@ -76,6 +80,8 @@ class LatencyJob:
                     started = time.perf_counter()
                     console.info(f"counting {loaded.name} on input {'x'.join(map(str, loaded.input_shape))}")
                     self.profiles[size] = count(loaded)
+                    self.predictions[size] = {calibration.result_key: calibration.predict(self.profiles[size])
+                                              for calibration in self.calibrations}
                     self.timings["analysis_s"] += time.perf_counter() - started
                     self._measure_backends(loaded, size)
                     self.write()

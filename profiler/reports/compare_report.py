@@ -18,8 +18,9 @@ from lwprof.core.stats import spearman
 from lwprof.reports.console import cell as fmt
 from lwprof.reports.profile_run import layer_table, summary_rows
 
-PROXIES = ("macs", "params", "memory_bytes", "memory_bytes_fused", "roofline_bound_s")
+PROXIES = ("macs", "params", "memory_bytes", "memory_bytes_fused", "roofline_bound_s", "predicted_s")
 PROXY_TITLES = {
+    "predicted_s": "predicted (calibration)",
     "macs": "MACs",
     "params": "params",
     "memory_bytes": "memory access (eager)",
@@ -71,7 +72,8 @@ def model_row(job: Any, spec: str) -> dict[str, Any]:
             row[f"{backend}_skipped"] = summary.get("skipped")
             continue
         for key in ("median_s", "iqr_s", "p99_s", "throughput_items_per_s", "roofline_bound_s", "roofline_efficiency", "bound_by",
-                    "allocator", "minor_page_faults_per_pass", "tuned_median_s", "allocator_tax"):
+                    "allocator", "minor_page_faults_per_pass", "tuned_median_s", "allocator_tax", "predicted_s",
+                    "predicted_error"):
             row[f"{backend}_{key}"] = summary.get(key)
         row[f"{backend}_noisy"] = summary.get("noisy")
         if result.precision != "fp32":
@@ -106,10 +108,15 @@ def correlations(rows: list[dict[str, Any]], backends: Sequence[str]) -> list[di
         timed = [r for r in rows if r.get(f"{backend}_median_s")]
         entry: dict[str, Any] = {"backend": backend, "models": len(timed)}
         for proxy in PROXIES:
-            source = f"{backend}_{proxy}" if proxy == "roofline_bound_s" else proxy
+            source = f"{backend}_{proxy}" if proxy in ("roofline_bound_s", "predicted_s") else proxy
             entry[f"rho_{proxy}"] = spearman([r.get(source) for r in timed], [r[f"{backend}_median_s"] for r in timed])
         result.append(entry)
     return result
+
+
+def shown_proxies(correlations_: list[dict[str, Any]]) -> list[str]:
+    """The proxies to show: the predictor only when a run had a --calibration."""
+    return [p for p in PROXIES if p != "predicted_s" or any(c.get("rho_predicted_s") is not None for c in correlations_)]
 
 
 def safe_name(spec: str) -> str:
@@ -249,10 +256,11 @@ def summary_markdown(payload: dict[str, Any], plots: list[Path]) -> str:
         cells.append(fmt(r.get("published_top1_percent"), 1, 1))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Spearman rank correlation of measured latency with each proxy (1: ranks the models exactly as latency does):", ""]
-    lines.append("| backend | models | " + " | ".join(PROXY_TITLES[p] for p in PROXIES) + " |")
-    lines.append("|---|---|" + "---|" * len(PROXIES))
+    shown = shown_proxies(payload["correlations"])
+    lines.append("| backend | models | " + " | ".join(PROXY_TITLES[p] for p in shown) + " |")
+    lines.append("|---|---|" + "---|" * len(shown))
     for c in payload["correlations"]:
-        lines.append(f"| {c['backend']} | {c['models']} | " + " | ".join(fmt(c[f'rho_{p}'], 1, 3) for p in PROXIES) + " |")
+        lines.append(f"| {c['backend']} | {c['models']} | " + " | ".join(fmt(c.get(f'rho_{p}'), 1, 3) for p in shown) + " |")
     lines += _precision_markdown(payload)
     wall = payload.get("wall_time_split_s") or {}
     if wall:

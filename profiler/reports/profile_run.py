@@ -33,6 +33,7 @@ from lwprof.reports.allocator_report import allocator_columns, allocator_compari
 from lwprof.reports.console import cell
 from lwprof.reports.files import atomic_write, csv_text, json_text, number
 from lwprof.runtime.allocator import DEFAULT
+from lwprof.runtime.precision import ran_in
 
 __all__ = ["AllocatorRun", "BackendResult", "join_layers", "layer_table", "payload", "plot_run", "render_saved_run",
            "roofline_columns", "summary_rows", "write_run"]
@@ -123,24 +124,6 @@ def result_keys(job: Any) -> list[str]:
     return list(dict.fromkeys(result.key for result in job.results))
 
 
-def ran_in(ops: Any, precision: str) -> str:
-    """What a layer's kernels computed in: ``int8`` (an integer kernel),
-    ``conversion`` (only quantize/dequantize/cast/layout nodes: the tax), else
-    the float type of the run (``fp32`` for what an int8 model left in float)."""
-    from lwprof.runtime.precision import CONVERSION_OPS, INDUCTOR_INT8_EXTERNS, INT8_KERNELS, XNNPACK_INT8_TYPES
-
-    names = {op.split(".")[-1] for op in ops}
-    # XNNPACK's "Convert (NC, F32, QS8)" only changes a tensor's type.
-    xnnpack_conversions = {op for op in names if op.startswith("XNNPACK Convert")}
-    computing = {op for op in names if op.startswith("XNNPACK ")} - xnnpack_conversions
-    if (names & INT8_KERNELS or any(tag in op for op in computing for tag in XNNPACK_INT8_TYPES)
-            or any(op.startswith(INDUCTOR_INT8_EXTERNS) for op in names)):
-        return "int8"
-    if names and names - xnnpack_conversions <= set(CONVERSION_OPS) | {"Transpose"}:
-        return "conversion"
-    return precision if precision in ("bf16", "fp16") else "fp32"
-
-
 def summary_rows(job: Any) -> list[dict[str, Any]]:
     """One row per backend and batch size: statistics, throughput, roofline,
     per-layer coverage, output agreement, the allocator's share."""
@@ -154,6 +137,9 @@ def summary_rows(job: Any) -> list[dict[str, Any]]:
             continue
         stats = result.measurement.stats
         row.update(stats.as_dict())
+        prediction = getattr(job, "predictions", {}).get(result.batch_size, {}).get(result.key)  # --calibration
+        if prediction is not None:
+            row.update(prediction.summary(stats.median))
         row["throughput_items_per_s"] = result.batch_size / stats.median if stats.median else None
         profile = job.profiles.get(result.batch_size)
         if profile is not None:
@@ -277,7 +263,11 @@ def layer_table(job: Any) -> list[dict[str, Any]]:
     table = []
     for batch_size, profile in job.profiles.items():
         results = [r for r in job.results if r.batch_size == batch_size and r.layer_rows]
-        table.extend(join_layers(profile, results, job.peaks, batch_size))
+        rows = join_layers(profile, results, job.peaks, batch_size)
+        for key, prediction in getattr(job, "predictions", {}).get(batch_size, {}).items():
+            predicted = prediction.layer_seconds()  # a kernel's time on its first layer, as a measured runtime's row
+            rows = [{**row, f"{key}_predicted_s": predicted.get(row["layer"])} for row in rows]
+        table.extend(rows)
     return table
 
 
@@ -320,6 +310,8 @@ def payload(job: Any) -> dict[str, Any]:
             }
             for row, result in zip(summary_rows(job), job.results)
         ],
+        "predictions": {str(b): {key: {**p.summary(), "calibration": p.calibration.describe()} for key, p in by_key.items()}
+                        for b, by_key in getattr(job, "predictions", {}).items() if by_key},
         "roofline": {backend: {**peaks.to_dict(), "source": job.peak_notes.get(backend)} for backend, peaks in job.peaks.items()},
         "roofline_notes": {b: n for b, n in job.peak_notes.items() if b not in job.peaks},
         "wall_time_split_s": dict(job.timings),

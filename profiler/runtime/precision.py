@@ -231,3 +231,18 @@ def analytic_record(profile: Any, how: str) -> dict[str, Any]:
         "layers": {layer.name: [layer.flops, layer.memory_bytes] for layer in profile.layers},
     }
 
+
+def ran_in(ops: Any, precision: str) -> str:
+    """What a layer's kernels computed in: ``int8`` (an integer kernel),
+    ``conversion`` (only quantize/dequantize/cast/layout nodes: the tax), else
+    the float type of the run (``fp32`` for what an int8 model left in float)."""
+    names = {op.split(".")[-1] for op in ops}
+    # XNNPACK's "Convert (NC, F32, QS8)" only changes a tensor's type.
+    xnnpack_conversions = {op for op in names if op.startswith("XNNPACK Convert")}
+    computing = {op for op in names if op.startswith("XNNPACK ")} - xnnpack_conversions
+    if (names & INT8_KERNELS or any(tag in op for op in computing for tag in XNNPACK_INT8_TYPES)
+            or any(op.startswith(INDUCTOR_INT8_EXTERNS) for op in names)):
+        return "int8"
+    if names and names - xnnpack_conversions <= set(CONVERSION_OPS) | {"Transpose"}:
+        return "conversion"
+    return precision if precision in ("bf16", "fp16") else "fp32"
