@@ -110,10 +110,15 @@ def test_report_rerenders_without_measuring(compared, monkeypatch):
     assert [r["model"] for r in json.loads(result.stdout)["rows"]] == MODELS
     # a single profile run directory re-renders too
     run_dir = out / "models" / "pplcnet_025"
-    (run_dir / "time_share.png").unlink(missing_ok=True)
+    written = (run_dir / "trace.json").read_text()
+    for name in ("time_share.png", "trace.json"):
+        (run_dir / name).unlink(missing_ok=True)
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.stderr
     assert (run_dir / "time_share.png").exists() and (run_dir / "summary.md").exists()
+    # trace.json from the saved files: the same timeline the run wrote (numbers read back from layers.csv).
+    rewritten = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
+    assert [(e["pid"], e["name"]) for e in rewritten] == [(e["pid"], e["name"]) for e in json.loads(written)["traceEvents"]]
 
 
 def test_report_of_a_non_run_directory_is_exit_2(tmp_path):

@@ -139,7 +139,8 @@ def test_profile_writes_a_run_directory(tmp_path, fixed_roofline):
     (run_dir,) = (tmp_path / "reports").iterdir()
     assert run_dir.name.startswith("pplcnet_025-cpu-")
     assert {p.name for p in run_dir.iterdir()} == {
-        "layers.csv", "latency.csv", "profile.json", "time_share.png", "time_share.svg", "roofline.png", "roofline.svg"
+        "layers.csv", "latency.csv", "profile.json", "trace.json", "time_share.png", "time_share.svg", "roofline.png",
+        "roofline.svg"
     }
     payload = json.loads(result.stdout)
     assert payload == json.loads((run_dir / "profile.json").read_text())
@@ -157,6 +158,13 @@ def test_profile_writes_a_run_directory(tmp_path, fixed_roofline):
     env = payload["environment"]
     assert env["cpu_model"] and env["versions"]["onnxruntime"] and env["torch_num_threads"] == payload["threads"]
     assert by_backend["onnxruntime"]["info"]["graph_optimization_level"] == "ORT_ENABLE_ALL"
+
+    # The per-layer times as a timeline: one process per backend, its timed rows end to end.
+    events = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
+    processes = [e["args"]["name"] for e in events if e["name"] == "process_name"]
+    assert [name.split(" batch")[0] for name in processes] == ["torch", "onnxruntime"]
+    torch_rows = [r for r in read_csv(run_dir / "layers.csv") if r["torch_time_s"]]
+    assert [e["name"] for e in events if e["ph"] == "X" and e["pid"] == 1] == [r["layer"] for r in torch_rows]
 
     samples = read_csv(run_dir / "latency.csv")
     assert len([s for s in samples if s["backend"] == "torch"]) == by_backend["torch"]["n"]

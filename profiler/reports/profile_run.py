@@ -5,6 +5,7 @@ A run directory holds::
     layers.csv     analytic counts joined with per-layer time per backend
     latency.csv    raw end-to-end samples (one row per timed run)
     profile.json   totals, statistics, output checks, peaks, settings, environment
+    trace.json     per-layer times as a Perfetto / chrome://tracing timeline (lwprof.reports.trace)
     time_share.png/.svg, roofline.png/.svg
 
 Joining rows: torch rows carry the analytic layer names already. A runtime
@@ -32,6 +33,7 @@ from lwprof.core.stats import Measurement
 from lwprof.reports.allocator_report import allocator_columns, allocator_comparison
 from lwprof.reports.console import cell
 from lwprof.reports.files import atomic_write, csv_text, json_text, number
+from lwprof.reports.trace import trace
 from lwprof.runtime.allocator import DEFAULT
 from lwprof.runtime.precision import ran_in
 
@@ -325,8 +327,9 @@ def write_run(job: Any) -> list[Path]:
     run_dir = job.run_dir
     if run_dir is None:
         return []
-    written = [run_dir / "profile.json", run_dir / "latency.csv", run_dir / "layers.csv"]
-    atomic_write(run_dir / "profile.json", json_text(payload(job)))
+    written = [run_dir / "profile.json", run_dir / "latency.csv", run_dir / "layers.csv", run_dir / "trace.json"]
+    saved, layers = payload(job), layer_table(job)
+    atomic_write(run_dir / "profile.json", json_text(saved))
     lines = ["backend,precision,device,batch_size,allocator,run,latency_s"]
     for result in job.results:
         timed = [(result.allocator, result.measurement)]
@@ -337,7 +340,8 @@ def write_run(job: Any) -> list[Path]:
                 for index, seconds in enumerate(measurement.samples_s):
                     lines.append(f"{result.backend},{result.precision},{job.device},{result.batch_size},{allocator},{index},{seconds!r}")
     atomic_write(run_dir / "latency.csv", "\n".join(lines) + "\n")
-    atomic_write(run_dir / "layers.csv", csv_text(layer_table(job)))
+    atomic_write(run_dir / "layers.csv", csv_text(layers))
+    atomic_write(run_dir / "trace.json", json_text(trace(layers, saved["results"], job.model_name, job.device)))
     marker = run_dir / "PARTIAL"
     if job.partial:
         marker.write_text("This run was interrupted: the files hold what was measured before Ctrl-C.\n")
@@ -419,6 +423,7 @@ def render_saved_run(run_dir: Path) -> list[Path]:
     rows = _read_rows(run_dir / "layers.csv")
     if not rows:
         raise LwprofError(f"{run_dir / 'layers.csv'} has no rows")
+    atomic_write(run_dir / "trace.json", json_text(trace(rows, saved["results"], saved["model"], saved["device"])))
     first = rows[0]["batch_size"]
     rows = [r for r in rows if r["batch_size"] == first]
     peaks = {b: DevicePeaks.from_dict(d) for b, d in saved.get("roofline", {}).items()}
@@ -434,4 +439,4 @@ def render_saved_run(run_dir: Path) -> list[Path]:
     lines += [f"\n![{p.stem}]({p.name})" for p in written if p.suffix == ".png"]
     summary = run_dir / "summary.md"
     summary.write_text("\n".join(lines) + "\n")
-    return written + [summary]
+    return written + [summary, run_dir / "trace.json"]
