@@ -373,6 +373,21 @@ def report(
 
 @app.command()
 @user_errors
+def diff(
+    run_a: Annotated[Path, typer.Argument(help="A profile run directory or compare folder (the baseline).")],
+    run_b: Annotated[Path, typer.Argument(help="Another of the same kind.")],
+    top: Annotated[int, typer.Option("--top", min=1, help="Layers (or models) shown per backend, by how much they moved.")] = 10,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write diff.json and diff.png (B against A) here.")] = None,
+    fmt: FormatOption = OutputFormat.table,
+) -> None:
+    """Two saved runs side by side: B against A per backend, per layer or model, from the files alone."""
+    from lwprof.commands.diff import run_diff
+
+    run_diff(run_a, run_b, top=top, fmt=fmt, out=out)
+
+
+@app.command()
+@user_errors
 def calibrate(
     backend: Annotated[str, typer.Option("--backend", "-b", help="The runtime to calibrate (one).")] = "onnxruntime",
     device: DeviceOption = Device.cpu,

@@ -31,7 +31,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_shows_every_command():
     shown = {shlex.split(c)[1] for c in readme_commands() if not shlex.split(c)[1].startswith("-")}
-    assert shown == {"zoo", "profile", "device", "guidelines", "compare", "report", "calibrate", "predict"}
+    assert shown == {"zoo", "profile", "device", "guidelines", "compare", "report", "diff", "calibrate", "predict"}
 
 
 @pytest.fixture
