@@ -62,3 +62,28 @@ def test_plots_survive_missing_measurements(tmp_path):
     _written(plot_time_vs_flop_share([], tmp_path / "empty", "t"))
     no_intensity = [{"layer": "a", "intensity": None, "achieved_flops_per_s": 1e9, "backend": "torch", "op_class": None}]
     _written(plot_roofline(no_intensity, {"torch": PEAKS}, tmp_path / "roof", "t"))
+
+
+def test_log_ticks_are_short_and_labels_never_overlap():
+    import random
+
+    from lwprof.reports.plots import _compact, _label_without_overlap, _pyplot, _readable_log_axis
+
+    assert [_compact(v) for v in (0.5, 20, 1500, 2e7, 3e9)] == ["0.5", "20", "1.5k", "20M", "3G"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    rng = random.Random(0)
+    points = [(f"model_{i}", 10 ** rng.uniform(6, 7), 10 ** rng.uniform(0, 1)) for i in range(60)]  # a dense cloud
+    ax.scatter([x for _, x, _ in points], [y for _, _, y in points])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _readable_log_axis(ax.xaxis)
+    placed = _label_without_overlap(ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = [text.get_window_extent(renderer) for text in ax.texts]
+    assert 0 < placed == len(boxes) < len(points)  # some left out rather than piled up
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.xaxis.get_ticklabels() if t.get_text()]
+    assert labels and all(len(label) <= 4 for label in labels)  # "1M", "2M", "5M", "10M"
+    plt.close(fig)

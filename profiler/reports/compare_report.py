@@ -167,7 +167,8 @@ def render(out: Path) -> list[Path]:
     correlation = {c["backend"]: c for c in payload["correlations"]}
     written: list[Path] = []
     timed_backends = [b for b in backends if any(r.get(f"{b}_median_s") for r in rows)]
-    for proxy, stem in (("macs", "latency_vs_macs"), ("memory_bytes", "latency_vs_memory")):
+    # Fused memory access: the proxy README argues for (what a fusing runtime moves), not eager's.
+    for proxy, stem in (("macs", "latency_vs_macs"), ("memory_bytes_fused", "latency_vs_memory")):
         if timed_backends:
             written += plot_proxy_scatter(rows, timed_backends, proxy, PROXY_TITLES[proxy], correlation, out / stem, payload["device"])
     if timed_backends:

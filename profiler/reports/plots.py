@@ -33,6 +33,68 @@ def _save(fig: Any, stem: Path) -> list[Path]:
     return paths
 
 
+def _compact(value: float) -> str:
+    """A short tick label: 2, 50, 300k, 20M, 1.5G."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def _readable_log_axis(axis: Any) -> None:
+    """Ticks at 1, 2 and 5 times powers of ten (powers of ten alone past three
+    decades) with short labels, the minor ones unlabelled: matplotlib's
+    default labels minor ticks on a short log axis, and they run into each
+    other."""
+    import math
+
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.axes.autoscale_view()
+    low, high = sorted(axis.get_view_interval())
+    decades = math.log10(high / low) if low > 0 else 10.0
+    # 1-2-5 over up to about three decades; beyond, powers of ten alone still fit a narrow panel.
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: _compact(value)))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _label_without_overlap(ax: Any, labels: list[tuple[str, float, float]]) -> int:
+    """Label the points in the order given (most telling first), leaving out
+    any label whose box would overlap one already placed or a plot edge;
+    returns how many were placed."""
+    ax.autoscale_view()
+    renderer = ax.figure.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    placed: list[Any] = []
+    for text, x, y in labels:
+        # Above right of the point, else above left, below right, below left.
+        for dx, dy, align in ((3, 3, "left"), (-3, 3, "right"), (3, -9, "left"), (-3, -9, "right")):
+            label = ax.annotate(text, (x, y), fontsize=6, xytext=(dx, dy), textcoords="offset points", ha=align)
+            box = label.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            label.remove()
+    return len(placed)
+
+
+def _by_residual(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
+    """Points ordered by how far each lies from the log-log least-squares
+    line through all of them: the outliers first."""
+    import math
+
+    logs = [(math.log(x), math.log(y)) for _, x, y in points]
+    if len(logs) < 2:
+        return points
+    mean_x, mean_y = sum(a for a, _ in logs) / len(logs), sum(b for _, b in logs) / len(logs)
+    spread = sum((a - mean_x) ** 2 for a, _ in logs)
+    slope = sum((a - mean_x) * (b - mean_y) for a, b in logs) / spread if spread else 0.0
+    residual = [abs(b - mean_y - slope * (a - mean_x)) for a, b in logs]
+    return [p for _, p in sorted(zip(residual, points), key=lambda item: -item[0])]
+
+
 def plot_time_vs_flop_share(rows: list[dict[str, Any]], stem: Path, title: str, top: int = 20) -> list[Path]:
     """Horizontal bars per layer: share of time (per backend) next to share of
     FLOPs and of memory access; the top layers by time, the rest summed."""
@@ -80,29 +142,40 @@ def plot_roofline(points: list[dict[str, Any]], peaks_by_backend: dict[str, Any]
     intensities = [p["intensity"] for p in points if p["intensity"]]
     low = min(intensities + [0.1]) / 2
     high = max(intensities + [100.0]) * 2
-    markers = ["o", "s", "^", "D"]
+    markers = ["o", "s", "^", "D", "v", "P", "X"]
     for i, (backend, peaks) in enumerate(sorted(peaks_by_backend.items())):
         xs = [low * (high / low) ** (k / 200) for k in range(201)]
         ys = [min(peaks.peak_flops_per_s, peaks.bandwidth_bytes_per_s * x) for x in xs]
         ax.plot(xs, ys, linestyle="-" if i == 0 else "--", color="black", linewidth=1.2,
                 label=f"{backend} roof: {peaks.peak_flops_per_s / 1e9:.0f} GFLOP/s, {peaks.bandwidth_bytes_per_s / 1e9:.1f} GB/s")
         ax.axvline(peaks.ridge_intensity, color="grey", linestyle=":", linewidth=0.8)
+    from matplotlib.lines import Line2D
+
     classes = sorted({p["op_class"] or "other" for p in points})
-    colors = {c: plt.cm.tab10(i % 10) for i, c in enumerate(classes)}
+    colors = {c: plt.cm.tab20(i % 20) for i, c in enumerate(classes)}
     backends = sorted({p["backend"] for p in points})
     for bi, backend in enumerate(backends):
         for op_class in classes:
             chosen = [p for p in points if p["backend"] == backend and (p["op_class"] or "other") == op_class]
             if chosen:
                 ax.scatter([p["intensity"] for p in chosen], [p["achieved_flops_per_s"] for p in chosen],
-                           color=colors[op_class], marker=markers[bi % len(markers)], s=22, alpha=0.8,
-                           label=f"{op_class} ({backend})")
+                           color=colors[op_class], marker=markers[bi % len(markers)], s=22, alpha=0.8)
+    # One legend entry per colour and one per marker, not one per (colour, marker): a zoo on four
+    # backends would list a hundred pairs over the plot.
+    handles = [Line2D([], [], linestyle="", marker="o", color=colors[c], label=c) for c in classes]
+    handles += [Line2D([], [], linestyle="", marker=markers[i % len(markers)], color="grey", label=f"marker: {b}")
+                for i, b in enumerate(backends)]
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _readable_log_axis(ax.xaxis)
+    _readable_log_axis(ax.yaxis)
     ax.set_xlabel("arithmetic intensity (FLOP / byte of memory access)")
     ax.set_ylabel("achieved FLOP/s")
     ax.set_title(f"{title}\n(dotted: ridge points; below the slope: memory-bound, under the flat roof: compute-bound)")
-    ax.legend(fontsize=7, ncol=2)
+    roofs, _ = ax.get_legend_handles_labels()
+    entries = roofs + handles
+    ax.legend(handles=entries, fontsize=7, ncol=1 if len(entries) <= 24 else 2, loc="upper left",
+              bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
     ax.grid(which="both", alpha=0.2)
     return _save(fig, stem)
 
@@ -171,6 +244,7 @@ def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: s
     fig, axes = plt.subplots(1, len(backends), figsize=(7 * len(backends) + 2, 6), squeeze=False)
     for ax, backend in zip(axes[0], backends):
         seen = set()
+        points = []
         for r in rows:
             latency = r.get(f"{backend}_median_s")
             if not latency or not r.get(proxy):
@@ -179,10 +253,14 @@ def plot_proxy_scatter(rows: list[dict[str, Any]], backends: list[str], proxy: s
             ax.scatter(float(r[proxy]), float(latency) * 1e3, s=30, **styles[family],
                        label=family if family not in seen else None)
             seen.add(family)
-            ax.annotate(r["model"], (float(r[proxy]), float(latency) * 1e3), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            points.append((r["model"], float(r[proxy]), float(latency) * 1e3))
         rho = correlation.get(backend, {}).get(f"rho_{proxy}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _readable_log_axis(ax.xaxis)
+        _readable_log_axis(ax.yaxis)
+        # The models furthest from the trend first; a label that would overlap another is left out.
+        _label_without_overlap(ax, _by_residual(points))
         ax.set_xlabel(f"{proxy_title} ({'bytes' if 'memory' in proxy else 'count'}, log)")
         ax.set_ylabel(f"measured latency on {device}, {backend} (ms, log)")
         ax.set_title(f"{backend}: latency vs {proxy_title}, Spearman ρ = {'n/a' if rho is None else f'{rho:.2f}'}")
@@ -206,13 +284,16 @@ def plot_accuracy_vs_latency(rows: list[dict[str, Any]], backends: list[str], st
         for name, latency, top1, family in points:
             ax.scatter(latency, top1, s=30, **styles[family], label=family if family not in seen else None)
             seen.add(family)
-            ax.annotate(name, (latency, top1), fontsize=6, xytext=(3, 3), textcoords="offset points")
         front = pareto_front([(n, lat, acc) for n, lat, acc, _ in points])
         by_name = {n: (lat, acc) for n, lat, acc, _ in points}
         if front:
             ax.step([by_name[n][0] for n in front], [by_name[n][1] for n in front], where="post", color="black",
                     linewidth=1, label="Pareto frontier on this device")
         ax.set_xscale("log")
+        _readable_log_axis(ax.xaxis)
+        # The frontier's models first, then the rest from fastest; a label that would overlap is left out.
+        rest = sorted((p for p in points if p[0] not in front), key=lambda p: p[1])
+        _label_without_overlap(ax, [(n, *by_name[n]) for n in front] + [(n, lat, acc) for n, lat, acc, _ in rest])
         ax.set_xlabel(f"measured latency on {device}, {backend} (ms, log)")
         ax.set_ylabel("ImageNet top-1 (%), as published in each paper (not measured)")
         ax.set_title(f"{backend}: accuracy vs latency")
