@@ -35,21 +35,9 @@ from typing import Any
 
 from _env import capture_environment, format_environment
 
+from lwprof.core.stats import spearman
+
 LAYER_FLOOR_S = 20e-6  # per-layer rows below this are left out: ORT's profiler counts whole microseconds
-
-
-def spearman(a: list[float], b: list[float]) -> float:
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        result = [0.0] * len(values)
-        for rank, index in enumerate(order):
-            result[index] = float(rank)
-        return result
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = statistics.mean(ra), statistics.mean(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
-    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
 
 
 def scores(predicted: list[float], measured: list[float]) -> dict[str, float]:

@@ -495,12 +495,17 @@ def test_torch_on_cuda_uses_a_copy_and_cuda_events(tmp_path):
     assert check.allclose and check.max_rel_diff < 1e-2, check.describe()
 
 
+def skip_unless_available_on_cuda(name):
+    """A CUDA machine may still lack a backend's CUDA build (onnxruntime-gpu): skip with its reason."""
+    reason = get_backend(name).unavailable_reason("cuda")
+    if reason is not None:
+        pytest.skip(reason)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_onnxruntime_on_cuda(tmp_path):
-    reason = get_backend("onnxruntime").unavailable_reason("cuda")
-    if reason is not None:
-        pytest.skip(reason)
+    skip_unless_available_on_cuda("onnxruntime")
     model = toy_model()
     with prepare("onnxruntime", model, tmp_path, device="cuda") as session:
         assert session.info["providers"][0] == "CUDAExecutionProvider"
@@ -540,9 +545,7 @@ def test_roofline_kernels_run_on_the_gpu(tmp_path):
 @pytest.mark.cuda
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_inductor_on_cuda_is_end_to_end_and_says_so(tmp_path):
-    reason = get_backend("inductor").unavailable_reason("cuda")
-    if reason is not None:
-        pytest.skip(reason)
+    skip_unless_available_on_cuda("inductor")
     with prepare("inductor", toy_model(), tmp_path, device="cuda") as session:
         assert isinstance(session.timer, CudaEventTimer) and session.timer.time(session.run) > 0
         with pytest.raises(LwprofError, match="on CUDA .* end to end only"):

@@ -27,7 +27,7 @@ from lwprof.reports.compare_report import PROXY_TITLES, correlations, model_row,
 from lwprof.reports.console import Column, OutputFormat
 from lwprof.reports.console import cell as _fmt
 from lwprof.reports.files import csv_text, json_text
-from lwprof.runtime.precision import PRECISIONS
+from lwprof.runtime.precision import PRECISIONS, result_key
 from lwprof.runtime.settings import RunSettings
 
 # ---------------------------------------------------------------------------
@@ -64,7 +64,7 @@ class CompareRun:
         self.settings = settings
         self.targets = targets or [(backend, settings.precision) for backend in backends]
         # Column prefixes: a backend, or backend_precision for a precision other than fp32.
-        self.backends = list(dict.fromkeys(b if p == "fp32" else f"{b}_{p}" for b, p in self.targets))
+        self.backends = list(dict.fromkeys(result_key(b, p) for b, p in self.targets))
         self.batch_size = batch_size
         self.out = out
         self.rows: list[dict[str, Any]] = []

@@ -21,6 +21,7 @@ from lwprof.reports import console
 from lwprof.reports.allocator_report import faults_text
 from lwprof.reports.profile_run import AllocatorRun, BackendResult, check_record, plot_run, write_run
 from lwprof.runtime.allocator import DEFAULT, TUNED, significant, variants
+from lwprof.runtime.precision import result_key
 from lwprof.runtime.settings import RunSettings
 
 WALL_TIME_PARTS = ("load_s", "analysis_s", "peaks_s", "prepare_s", "worker_start_s", "measure_s", "layers_s")
@@ -109,7 +110,7 @@ class LatencyJob:
         # fp32's roof for every backend (the float layers of any model), and each other precision's own.
         wanted = dict.fromkeys([(b, "fp32") for b in self.backends] + list(self.targets))
         for backend, precision in wanted:
-            key = backend if precision == "fp32" else f"{backend}_{precision}"
+            key = result_key(backend, precision)
             if get_backend(backend).unavailable_reason(self.device) is not None:
                 continue
             try:

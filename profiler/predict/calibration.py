@@ -105,7 +105,9 @@ class Calibration:
     def result_key(self) -> str:
         """The column prefix of the measurement this calibration predicts
         (the backend, with its precision when not fp32, as a profile's)."""
-        return self.backend if self.precision == "fp32" else f"{self.backend}_{self.precision}"
+        from lwprof.runtime.precision import result_key
+
+        return result_key(self.backend, self.precision)
 
     def describe(self) -> str:
         """One line: what was calibrated, and how well it predicted kernels it did not see."""

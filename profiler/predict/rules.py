@@ -127,13 +127,14 @@ def fuses_by_pair_timing(probe: Probe, backend: str, settings: "RunSettings", ov
     module, shape = probe_module(probe)
     pair = time_module(module, shape, backend, settings, f"lwprof-probe-{probe.name}")
     head = time_module(module.head, shape, backend, settings, f"lwprof-probe-{probe.head}")
-    alone = module.follower if probe.follower != "add" else _Add()
+    alone = module.follower if probe.follower != "add" else _doubling()
     follower = time_module(alone, shape, backend, settings, f"lwprof-probe-{probe.follower}")
     fused = pair < head + 0.5 * max(follower - overhead, 0.0)
     return fused, {"how": "pair timing", "pair_s": pair, "head_s": head, "follower_s": follower}
 
 
-def _Add() -> Any:
+def _doubling() -> Any:
+    """``x + x``: a residual add's work on its own."""
     import torch
     from torch import nn
 

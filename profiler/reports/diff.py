@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from lwprof.core.errors import LwprofError
+from lwprof.reports.files import number
+from lwprof.runtime.precision import result_key
 
 BOOTSTRAP_ROUNDS = 2000
 
@@ -54,13 +56,9 @@ def _samples(run: Path) -> dict[str, list[float]]:
         first = rows[0]["batch_size"] if rows else None
         for row in rows:
             if row["batch_size"] == first and row.get("allocator", "default") in ("default", ""):
-                key = row["backend"] if row.get("precision", "fp32") == "fp32" else f"{row['backend']}_{row['precision']}"
+                key = result_key(row["backend"], row.get("precision", "fp32"))
                 result.setdefault(key, []).append(float(row["latency_s"]))
     return result
-
-
-def _key(result: dict[str, Any]) -> str:
-    return result["backend"] if result.get("precision", "fp32") == "fp32" else f"{result['backend']}_{result['precision']}"
 
 
 def _layers(run: Path) -> tuple[list[dict[str, str]], str | None]:
@@ -70,14 +68,13 @@ def _layers(run: Path) -> tuple[list[dict[str, str]], str | None]:
     return [r for r in rows if r["batch_size"] == first], first
 
 
-def _float(value: Any) -> float | None:
-    return float(value) if value not in (None, "") else None
+def _medians(saved: dict[str, Any]) -> dict[str, float]:
+    return {result_key(r["backend"], r.get("precision", "fp32")): r["median_s"] for r in saved["results"] if r.get("median_s")}
 
 
 def diff_profiles(a: Path, b: Path) -> dict[str, Any]:
     saved_a, saved_b = (json.loads((run / "profile.json").read_text()) for run in (a, b))
-    medians_a = {_key(r): r["median_s"] for r in saved_a["results"] if r.get("median_s")}
-    medians_b = {_key(r): r["median_s"] for r in saved_b["results"] if r.get("median_s")}
+    medians_a, medians_b = _medians(saved_a), _medians(saved_b)
     keys = [k for k in medians_a if k in medians_b]
     if not keys:
         raise LwprofError(f"{a} and {b} have no measured backend in common ({', '.join(medians_a) or 'none'} vs "
@@ -98,11 +95,11 @@ def diff_profiles(a: Path, b: Path) -> dict[str, Any]:
         row_b = by_name_b.get(row_a["layer"])
         if row_b is None:
             continue
-        counts_changed = any(_float(row_a.get(c)) != _float(row_b.get(c)) for c in ("flops", "memory_bytes"))
+        counts_changed = any(number(row_a.get(c)) != number(row_b.get(c)) for c in ("flops", "memory_bytes"))
         entry: dict[str, Any] = {"layer": row_a["layer"], "op_class": row_a.get("op_class", ""),
                                  "counts_changed": counts_changed}
         for key in keys:
-            time_a, time_b = _float(row_a.get(f"{key}_time_s")), _float(row_b.get(f"{key}_time_s"))
+            time_a, time_b = number(row_a.get(f"{key}_time_s")), number(row_b.get(f"{key}_time_s"))
             entry[f"{key}_a_s"], entry[f"{key}_b_s"] = time_a, time_b
             entry[f"{key}_ratio"] = time_b / time_a if time_a and time_b else None
             entry[f"{key}_change_s"] = (time_b or 0.0) - (time_a or 0.0) if time_a or time_b else None

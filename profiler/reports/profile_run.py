@@ -35,7 +35,7 @@ from lwprof.reports.console import cell
 from lwprof.reports.files import atomic_write, csv_text, json_text, number
 from lwprof.reports.trace import trace
 from lwprof.runtime.allocator import DEFAULT
-from lwprof.runtime.precision import ran_in
+from lwprof.runtime.precision import ran_in, result_key
 
 __all__ = ["AllocatorRun", "BackendResult", "join_layers", "layer_table", "payload", "plot_run", "render_saved_run",
            "roofline_columns", "summary_rows", "write_run"]
@@ -74,7 +74,7 @@ class BackendResult:
     @property
     def key(self) -> str:
         """The name of this result's columns: the backend, with its precision when not fp32."""
-        return self.backend if self.precision == "fp32" else f"{self.backend}_{self.precision}"
+        return result_key(self.backend, self.precision)
 
     @property
     def layer_sum_s(self) -> float | None:
@@ -139,7 +139,7 @@ def summary_rows(job: Any) -> list[dict[str, Any]]:
             continue
         stats = result.measurement.stats
         row.update(stats.as_dict())
-        prediction = getattr(job, "predictions", {}).get(result.batch_size, {}).get(result.key)  # --calibration
+        prediction = job.predictions.get(result.batch_size, {}).get(result.key)  # --calibration
         if prediction is not None:
             row.update(prediction.summary(stats.median))
         row["throughput_items_per_s"] = result.batch_size / stats.median if stats.median else None
@@ -266,7 +266,7 @@ def layer_table(job: Any) -> list[dict[str, Any]]:
     for batch_size, profile in job.profiles.items():
         results = [r for r in job.results if r.batch_size == batch_size and r.layer_rows]
         rows = join_layers(profile, results, job.peaks, batch_size)
-        for key, prediction in getattr(job, "predictions", {}).get(batch_size, {}).items():
+        for key, prediction in job.predictions.get(batch_size, {}).items():
             predicted = prediction.layer_seconds()  # a kernel's time on its first layer, as a measured runtime's row
             rows = [{**row, f"{key}_predicted_s": predicted.get(row["layer"])} for row in rows]
         table.extend(rows)
@@ -313,7 +313,7 @@ def payload(job: Any) -> dict[str, Any]:
             for row, result in zip(summary_rows(job), job.results)
         ],
         "predictions": {str(b): {key: {**p.summary(), "calibration": p.calibration.describe()} for key, p in by_key.items()}
-                        for b, by_key in getattr(job, "predictions", {}).items() if by_key},
+                        for b, by_key in job.predictions.items() if by_key},
         "roofline": {backend: {**peaks.to_dict(), "source": job.peak_notes.get(backend)} for backend, peaks in job.peaks.items()},
         "roofline_notes": {b: n for b, n in job.peak_notes.items() if b not in job.peaks},
         "wall_time_split_s": dict(job.timings),

@@ -20,14 +20,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from lwprof.reports.files import number
+from lwprof.runtime.precision import result_key
+
 LAYERS_THREAD = 1
 COUNTER = "share of end to end"
-
-
-def _number(value: Any) -> float | None:
-    if value is None or value == "":
-        return None
-    return float(value)
 
 
 def trace(layer_rows: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]], model: str, device: str) -> dict[str, Any]:
@@ -36,12 +33,12 @@ def trace(layer_rows: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]
     events: list[dict[str, Any]] = []
     pid = 0
     for result in results:
-        median = _number(result.get("median_s"))
+        median = number(result.get("median_s"))
         if not median:
             continue
-        key = result["backend"] if result.get("precision", "fp32") == "fp32" else f"{result['backend']}_{result['precision']}"
+        key = result_key(result["backend"], result.get("precision", "fp32"))
         batch = str(result["batch_size"])
-        rows = [r for r in layer_rows if str(r.get("batch_size")) == batch and _number(r.get(f"{key}_time_s"))]
+        rows = [r for r in layer_rows if str(r.get("batch_size")) == batch and number(r.get(f"{key}_time_s"))]
         if not rows:
             continue
         pid += 1
@@ -53,7 +50,7 @@ def trace(layer_rows: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]
         ]
         start_us = 0.0
         for row in rows:
-            seconds = _number(row[f"{key}_time_s"])
+            seconds = number(row[f"{key}_time_s"])
             assert seconds is not None
             events.append({
                 "ph": "X", "name": row["layer"], "cat": row.get("op_class") or "layer", "pid": pid, "tid": LAYERS_THREAD,
@@ -71,7 +68,7 @@ def trace(layer_rows: Sequence[dict[str, Any]], results: Sequence[dict[str, Any]
 def _args(row: dict[str, Any], key: str, seconds: float) -> dict[str, Any]:
     args: dict[str, Any] = {"time_ms": seconds * 1e3, "op_class": row.get("op_class") or None}
     for column in ("flops", "macs", "memory_bytes", "memory_bytes_fused"):
-        value = _number(row.get(column))
+        value = number(row.get(column))
         args[column] = int(value) if value is not None else None
     for column in ("intensity_flops_per_byte", "roofline_bound_s", "roofline_efficiency", "bound_by", "fused_layers",
                    "ran_in", "predicted_s"):
