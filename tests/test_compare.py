@@ -92,7 +92,7 @@ def test_compare_writes_expected_files_and_columns(compared):
 
 def test_report_rerenders_without_measuring(compared, monkeypatch):
     out, _ = compared
-    for stem in ("latency_vs_macs", "summary"):
+    for stem in ("latency_vs_macs", "summary", "report"):
         for path in out.glob(f"{stem}.*"):
             path.unlink()
     import lwprof.runtime.backends
@@ -106,16 +106,16 @@ def test_report_rerenders_without_measuring(compared, monkeypatch):
     monkeypatch.setattr(roofline, "measure_peaks", forbidden)
     result = CliRunner().invoke(app, ["report", str(out), "--format", "json"])
     assert result.exit_code == 0, result.stderr
-    assert (out / "latency_vs_macs.png").exists() and (out / "summary.md").exists()
+    assert (out / "latency_vs_macs.png").exists() and (out / "summary.md").exists() and (out / "report.html").exists()
     assert [r["model"] for r in json.loads(result.stdout)["rows"]] == MODELS
     # a single profile run directory re-renders too
     run_dir = out / "models" / "pplcnet_025"
     written = (run_dir / "trace.json").read_text()
-    for name in ("time_share.png", "trace.json"):
+    for name in ("time_share.png", "trace.json", "report.html"):
         (run_dir / name).unlink(missing_ok=True)
     result = CliRunner().invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0, result.stderr
-    assert (run_dir / "time_share.png").exists() and (run_dir / "summary.md").exists()
+    assert (run_dir / "time_share.png").exists() and (run_dir / "summary.md").exists() and (run_dir / "report.html").exists()
     # trace.json from the saved files: the same timeline the run wrote (numbers read back from layers.csv).
     rewritten = json.loads((run_dir / "trace.json").read_text())["traceEvents"]
     assert [(e["pid"], e["name"]) for e in rewritten] == [(e["pid"], e["name"]) for e in json.loads(written)["traceEvents"]]

@@ -140,7 +140,7 @@ def test_profile_writes_a_run_directory(tmp_path, fixed_roofline):
     assert run_dir.name.startswith("pplcnet_025-cpu-")
     assert {p.name for p in run_dir.iterdir()} == {
         "layers.csv", "latency.csv", "profile.json", "trace.json", "time_share.png", "time_share.svg", "roofline.png",
-        "roofline.svg"
+        "roofline.svg", "report.html"
     }
     payload = json.loads(result.stdout)
     assert payload == json.loads((run_dir / "profile.json").read_text())

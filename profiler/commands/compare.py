@@ -170,6 +170,10 @@ def run_compare(*, models: list[str], all_models: bool, family: str | None, sett
         run.write()
     if plots and run.rows:
         render(target)
+    if run.rows:
+        from lwprof.reports.html_report import write_compare_report
+
+        write_compare_report(target)
     print_compare(run.payload(), fmt, sort)
     output.info(f"wrote {target}" + (" (partial: interrupted)" if run.partial else ""))
     if not run.rows and not run.partial:

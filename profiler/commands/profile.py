@@ -71,6 +71,10 @@ def run_latency_profile(
         except KeyboardInterrupt:
             job.partial = True
             job.write()
+    if job.run_dir is not None and job.profiles:
+        from lwprof.reports.html_report import write_profile_report
+
+        write_profile_report(job.run_dir)
     _print_summary(job, fmt, top)
     if job.run_dir is not None:
         output.info(f"wrote {job.run_dir}" + (" (partial: interrupted)" if job.partial else ""))

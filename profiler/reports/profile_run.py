@@ -7,6 +7,7 @@ A run directory holds::
     profile.json   totals, statistics, output checks, peaks, settings, environment
     trace.json     per-layer times as a Perfetto / chrome://tracing timeline (lwprof.reports.trace)
     time_share.png/.svg, roofline.png/.svg
+    report.html    all of it in one self-contained page (lwprof.reports.html_report)
 
 Joining rows: torch rows carry the analytic layer names already. A runtime
 node that fused several layers (ONNX Runtime's Conv+BatchNorm+ReLU) is one
@@ -37,8 +38,8 @@ from lwprof.reports.trace import trace
 from lwprof.runtime.allocator import DEFAULT
 from lwprof.runtime.precision import ran_in, result_key
 
-__all__ = ["AllocatorRun", "BackendResult", "join_layers", "layer_table", "payload", "plot_run", "render_saved_run",
-           "roofline_columns", "summary_rows", "write_run"]
+__all__ = ["AllocatorRun", "BackendResult", "join_layers", "layer_table", "payload", "plot_run", "read_layer_rows",
+           "render_saved_run", "roofline_columns", "summary_rows", "write_run"]
 
 
 @dataclass
@@ -403,7 +404,7 @@ def plot_run(job: Any) -> list[Path]:
 _TEXT_COLUMNS = {"layer", "module_type", "op_class", "ops", "unsupported_ops", "input_shape", "output_shape", "batch_size"}
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_layer_rows(path: Path) -> list[dict[str, Any]]:
     """``layers.csv`` with its numbers as numbers again."""
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -420,7 +421,7 @@ def render_saved_run(run_dir: Path) -> list[Path]:
     from lwprof.runtime.roofline import DevicePeaks
 
     saved = json.loads((run_dir / "profile.json").read_text())
-    rows = _read_rows(run_dir / "layers.csv")
+    rows = read_layer_rows(run_dir / "layers.csv")
     if not rows:
         raise LwprofError(f"{run_dir / 'layers.csv'} has no rows")
     atomic_write(run_dir / "trace.json", json_text(trace(rows, saved["results"], saved["model"], saved["device"])))
