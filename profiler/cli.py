@@ -419,12 +419,13 @@ def predict(
     spec: Annotated[str, typer.Argument(help="Model: zoo name or alias, torchvision/timm name, file.py:factory, .pt or .onnx.")],
     calibration: Annotated[Path, typer.Option("--calibration", help="A file written by `lwprof calibrate`.")],
     input_shape: InputShapeOption = None,
+    top: Annotated[int, typer.Option("--top", min=1, help="Layers shown in the table, by predicted time.")] = 10,
     fmt: FormatOption = OutputFormat.table,
 ) -> None:
     """Predict a model's latency, per layer, from a calibration file: no device, nothing timed."""
     from lwprof.commands.predict import run_predict
 
-    run_predict(spec=spec, calibration_path=calibration, input_shape=input_shape, fmt=fmt)
+    run_predict(spec=spec, calibration_path=calibration, input_shape=input_shape, fmt=fmt, top=top)
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 (exact features), the per-type regressor recovering a synthetic ground
 truth, and the calibration file's exact round trip and clear refusals."""
 
+import csv
+import io
 import json
 import math
 import random
@@ -286,7 +288,7 @@ def test_onnx_runtime_fuses_batch_norm_and_relu_into_its_convolution(tmp_path):
     assert [k.layers for k in decompose(profile_module(ConvBlock(), (1, 16, 28, 28)), rules)][0] == ("pw", "pw_bn", "act")
 
 
-def test_predict_cli_prints_per_layer_and_total_predicted(tmp_path):
+def test_predict_cli_prints_a_profiles_schema_with_predicted_figures(tmp_path):
     from typer.testing import CliRunner
 
     from lwprof.cli import app
@@ -295,11 +297,35 @@ def test_predict_cli_prints_per_layer_and_total_predicted(tmp_path):
     _calibration().save(path)
     result = CliRunner().invoke(app, ["predict", "pplcnet_025", "--calibration", str(path), "--format", "json"])
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
-    assert rows[-1]["layer"] == "(total, predicted)"
-    predicted = [row["predicted_time_s"] for row in rows[:-1] if row["predicted_time_s"] is not None]
-    assert rows[-1]["predicted_time_s"] == pytest.approx(2.5e-5 + sum(predicted))
-    assert {row["kernel_type"] for row in rows[:-1] if row["predicted_time_s"] is None}  # reductions etc.: not calibrated
+    payload = json.loads(result.stdout)
+    # profile.json's keys, nothing measured: the result row has predicted_s where a measurement has median_s.
+    assert payload["predicted"] is True and payload["model"] == "pplcnet_025" and payload["backends"] == ["onnxruntime"]
+    (summary,) = payload["results"]
+    assert summary["backend"] == "onnxruntime" and summary["precision"] == "fp32" and "median_s" not in summary
+    layers = payload["layers"]
+    predicted = [row["onnxruntime_predicted_s"] for row in layers if row.get("onnxruntime_predicted_s") is not None]
+    assert summary["predicted_s"] == pytest.approx(2.5e-5 + sum(predicted))  # the per-call overhead once
+    assert sum(row.get("onnxruntime_predicted_share") or 0 for row in layers) == pytest.approx(1.0)
+    # Kernel types the file never saw: named in the summary and left None on their layers, never zero.
+    unseen = {row["onnxruntime_predicted_kernel_type"] for row in layers if "onnxruntime_predicted_s" in row
+              and row["onnxruntime_predicted_s"] is None}
+    assert unseen and summary["predicted_not_calibrated"] == " ".join(sorted(unseen))
+    # A fused kernel as a measured runtime's rows: time on its first layer, the others point to it.
+    heads = {row["layer"]: row["onnxruntime_predicted_fused_layers"].split() for row in layers
+             if row.get("onnxruntime_predicted_fused_layers")}
+    assert heads
+    by_name = {row["layer"]: row for row in layers}
+    for head, others in heads.items():
+        assert all(by_name[o]["onnxruntime_predicted_fused_into"] == head and "onnxruntime_predicted_s" not in by_name[o]
+                   for o in others)
+    # The same layer rows as CSV, the counts exact.
+    csv_result = CliRunner().invoke(app, ["predict", "pplcnet_025", "--calibration", str(path), "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(csv_result.stdout)))
+    assert [r["layer"] for r in rows] == [r["layer"] for r in layers]
+    assert [int(r["macs"]) for r in rows] == [r["macs"] for r in layers]
+    table = CliRunner().invoke(app, ["predict", "pplcnet_025", "--calibration", str(path), "--top", "3"],
+                               env={"COLUMNS": "250"})
+    assert "end-to-end latency, predicted" in table.stdout and "top 3 layers by onnxruntime predicted time" in table.stdout
 
 
 def test_predict_without_a_calibration_file_is_one_line_exit_2(tmp_path):

@@ -12,6 +12,7 @@ from lwprof.commands.common import start
 from lwprof.core.errors import LwprofError
 from lwprof.reports import console as output
 from lwprof.reports.console import Column, OutputFormat
+from lwprof.runtime.precision import result_key
 from lwprof.runtime.settings import RunSettings
 
 QUICK_SAMPLES = 6
@@ -141,30 +142,66 @@ def _percent(value: Any) -> str:
     return "" if value is None else f"{value * 100:.1f}%"
 
 
-def run_predict(*, spec: str, calibration_path: Path, input_shape: str | None, fmt: OutputFormat) -> None:
+def run_predict(*, spec: str, calibration_path: Path, input_shape: str | None, fmt: OutputFormat, top: int = 10) -> None:
+    """Print the prediction in a measured profile's layout: the end-to-end row
+    (table, or ``--format csv``), then the layers that take most predicted
+    time; ``--format json`` prints ``profile.json``'s keys with every layer row."""
+    import sys
+
     from lwprof.commands.common import count
+    from lwprof.core.units import format_bytes, format_count
     from lwprof.predict.calibration import Calibration
+    from lwprof.reports.files import csv_text, json_text
+    from lwprof.reports.prediction_report import predicted_payload
     from lwprof.runtime.loader import load_model, parse_shape
 
     calibration = Calibration.load(calibration_path)
     loaded = load_model(spec, parse_shape(input_shape) if input_shape is not None else None)
     if loaded.module is None:
         raise LwprofError(f"predict splits a PyTorch module into kernels; {loaded.name} has no module")
-    prediction = calibration.predict(count(loaded))
+    profile = count(loaded)
+    prediction = calibration.predict(profile)
     for kernel_type in prediction.unseen_types:
         output.warn(f"kernel type '{kernel_type}' was never calibrated: its kernels are not predicted (listed as such)")
     output.info(calibration.describe())
-    rows = [{"layer": kernel.layers[0], "kernel_type": kernel.type, "predicted_time_s": seconds,
-             "fused_layers": " ".join(kernel.layers[1:]), "flops": int(kernel.features["flops"]),
-             "memory_bytes": int(kernel.features["memory_bytes"])}
-            for kernel, seconds in zip(prediction.kernels, prediction.seconds)]
-    rows.append({"layer": "(total, predicted)", "kernel_type": "", "predicted_time_s": prediction.total_s,
-                 "fused_layers": f"overhead {calibration.overhead_s * 1e3:.3f} ms included", "flops": None,
-                 "memory_bytes": None})
-    output.emit(rows, [
+    payload = predicted_payload(profile, prediction, spec, str(calibration_path))
+    if fmt is OutputFormat.json:
+        sys.stdout.write(json_text(payload))
+        return
+    if fmt is OutputFormat.csv:
+        sys.stdout.write(csv_text(payload["layers"]))  # every key any row has, in first-seen order
+        return
+    totals = payload["totals"]
+    output.stdout.print(
+        f"[bold]{loaded.name}[/bold] predicted for {calibration.backend} {calibration.precision} on "
+        f"{calibration.device.get('cpu') or calibration.device.get('device')} ({calibration.device.get('threads')} threads), "
+        f"input {'x'.join(map(str, profile.input_shape))}: {format_count(totals['params'])} params, "
+        f"{format_count(totals['macs'])} MACs, memory access {format_bytes(totals['memory_bytes'])} eager / "
+        f"{format_bytes(totals['memory_bytes_fused'])} fused; nothing was timed", highlight=False)
+    output.emit(payload["results"], [
+        Column("backend", "backend"),
+        Column("precision", "precision"),
+        Column("batch_size", "batch", str, "right"),
+        Column("predicted_s", "predicted ms", _ms, "right"),
+        Column("predicted_kernels", "kernels", str, "right"),
+        Column("predicted_overhead_s", "per-call overhead ms", _ms, "right"),
+        Column("predicted_not_calibrated", "not calibrated"),
+    ], OutputFormat.table, title="end-to-end latency, predicted")
+    key = result_key(calibration.backend, calibration.precision)
+    ranked = sorted((r for r in payload["layers"] if r.get(f"{key}_predicted_s") is not None),
+                    key=lambda r: -r[f"{key}_predicted_s"])[:top]
+    unpredicted = [r for r in payload["layers"] if f"{key}_predicted_s" in r and r[f"{key}_predicted_s"] is None]
+    output.emit(ranked + unpredicted, [
         Column("layer", "layer"),
-        Column("kernel_type", "kernel type"),
-        Column("predicted_time_s", "predicted ms", lambda v: "not calibrated" if v is None else f"{v * 1e3:.3f}", "right"),
-        Column("fused_layers", "also covers"),
-    ] if fmt is OutputFormat.table else [Column(key, key) for key in rows[0]], fmt,
-        title=f"{loaded.name}: predicted latency on {calibration.backend} ({calibration.device.get('device')})")
+        Column("op_class", "class"),
+        Column(f"{key}_predicted_kernel_type", "kernel type"),
+        Column(f"{key}_predicted_s", "predicted ms", lambda v: "not calibrated" if v is None else _ms(v), "right"),
+        Column(f"{key}_predicted_share", "predicted share", _percent, "right"),
+        Column("flops_share", "FLOP share", _percent, "right"),
+        Column(f"{key}_predicted_fused_layers", "also covers", lambda v: v or ""),
+    ], OutputFormat.table, title=f"top {len(ranked)} layers by {key} predicted time"
+                                 + (f", and the {len(unpredicted)} not predicted" if unpredicted else ""))
+
+
+def _ms(value: Any) -> str:
+    return "" if value is None else f"{value * 1e3:.3f}"
