@@ -354,6 +354,16 @@ def markdown_summary(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str
                 + f": {within['torch_tuned']} of {summary['torch_tuned_models_compared']} models within ±{TARGET_DEVIATION:.0%} "
                 f"({ranges['torch_tuned'][0]:+.1%} … {ranges['torch_tuned'][1]:+.1%})."
             )
+        spreads = {name: sorted(r[f"{name}_reference_spread"] for r in measured if r.get(f"{name}_reference_spread") is not None)
+                   for name in ("torch", "onnxruntime")}
+        if spreads["torch"] and spreads["onnxruntime"]:
+            lines.append(
+                "- The noise floor: the reference against itself, its median's spread over the pairs ((max - min) / median), "
+                f"torch {spreads['torch'][0]:.1%} … {spreads['torch'][-1]:.1%} (median {statistics.median(spreads['torch']):.1%}), "
+                f"ONNX Runtime {spreads['onnxruntime'][0]:.1%} … {spreads['onnxruntime'][-1]:.1%} "
+                f"(median {statistics.median(spreads['onnxruntime']):.1%}). Where it is wider than ±{TARGET_DEVIATION:.0%}, "
+                "a pair's ratio carries that much of the machine's own drift."
+            )
         taxes = [r["torch_allocator_tax"] for r in measured if r["torch_allocator_tax"] is not None]
         faults = [r["torch_minor_page_faults_per_pass"] for r in measured if r["torch_minor_page_faults_per_pass"] is not None]
         if faults:
