@@ -65,16 +65,17 @@ def run_latency_profile(
         calibrations=load_calibrations(calibrations, targets),
     )
     job.run()
-    if plots and job.profiles:
+    if job.profiles:
+        from lwprof.reports.html_report import write_profile_report
+
         try:
-            job.plot()
+            if plots:
+                job.plot()
+            if job.run_dir is not None:
+                write_profile_report(job.run_dir)
         except KeyboardInterrupt:
             job.partial = True
             job.write()
-    if job.run_dir is not None and job.profiles:
-        from lwprof.reports.html_report import write_profile_report
-
-        write_profile_report(job.run_dir)
     _print_summary(job, fmt, top)
     if job.run_dir is not None:
         output.info(f"wrote {job.run_dir}" + (" (partial: interrupted)" if job.partial else ""))
