@@ -7,12 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from lwprof.reports import console as output
-from lwprof.reports.console import Column, OutputFormat
+from lwprof.reports.console import Column, OutputFormat, milliseconds
 from lwprof.reports.files import json_text
-
-
-def _ms(value: Any) -> str:
-    return "" if value is None else f"{value * 1e3:.3f}"
 
 
 def _ratio(value: Any) -> str:
@@ -41,8 +37,8 @@ def run_diff(a: Path, b: Path, *, top: int, fmt: OutputFormat, out: Path | None)
         shown = [{**row, "ci95": None if row["ci95_low"] is None else f"{row['ci95_low']:.2f}x-{row['ci95_high']:.2f}x"}
                  for row in result["end_to_end"]]
         output.emit(shown, [
-            Column("backend", "backend"), Column("a_median_s", "A ms", _ms, "right"),
-            Column("b_median_s", "B ms", _ms, "right"), Column("ratio", "B / A", _ratio, "right"),
+            Column("backend", "backend"), Column("a_median_s", "A ms", milliseconds, "right"),
+            Column("b_median_s", "B ms", milliseconds, "right"), Column("ratio", "B / A", _ratio, "right"),
             Column("ci95", "95% CI of B / A", lambda v: v or "no raw samples", "right"),
         ], OutputFormat.table, title="end to end (medians)")
     else:
@@ -56,7 +52,8 @@ def run_diff(a: Path, b: Path, *, top: int, fmt: OutputFormat, out: Path | None)
         moved = sorted((r for r in rows if r.get(f"{key}_a_s") or r.get(f"{key}_b_s")),
                        key=lambda r: -abs((r.get(f"{key}_b_s") or 0.0) - (r.get(f"{key}_a_s") or 0.0)))[:top]
         output.emit(moved, [
-            Column(name, name), Column(f"{key}_a_s", "A ms", _ms, "right"), Column(f"{key}_b_s", "B ms", _ms, "right"),
+            Column(name, name), Column(f"{key}_a_s", "A ms", milliseconds, "right"),
+            Column(f"{key}_b_s", "B ms", milliseconds, "right"),
             Column(f"{key}_ratio", "B / A", _ratio, "right"),
             Column("counts_changed", "counts changed", lambda v: "yes" if v else "no (time only)"),
         ], OutputFormat.table, title=f"{key}: the {len(moved)} {name}s whose time moved most")

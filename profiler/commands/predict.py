@@ -11,7 +11,7 @@ from typing import Any
 from lwprof.commands.common import start
 from lwprof.core.errors import LwprofError
 from lwprof.reports import console as output
-from lwprof.reports.console import Column, OutputFormat
+from lwprof.reports.console import Column, OutputFormat, milliseconds, percent
 from lwprof.runtime.precision import result_key
 from lwprof.runtime.settings import RunSettings
 
@@ -114,8 +114,8 @@ def run_calibrate(*, settings: RunSettings, backend: str, quick: bool, samples: 
         Column("kernel_type", "kernel type"),
         Column("samples", "samples", str, "right"),
         Column("regressor", "regressor"),
-        Column("median_relative_error", "median error", _percent, "right"),
-        Column("p90_relative_error", "p90 error", _percent, "right"),
+        Column("median_relative_error", "median error", percent, "right"),
+        Column("p90_relative_error", "p90 error", percent, "right"),
     ] if fmt is OutputFormat.table else [Column(key, key) for key in ("kernel_type", "samples", "regressor",
                                                                          "median_relative_error", "p90_relative_error")],
         fmt, title=f"{name} on {settings.device}: kernel fits, errors cross-validated "
@@ -136,10 +136,6 @@ def _timed_round(name: str, settings: RunSettings, wanted: dict[str, range], jou
                         description=f"{name}: {kernel_type} {sample.measured_s * 1e3:.3f} ms")
 
     return collect(name, settings, wanted, journal, seed, progress=advance, rules=journal.rules, deadline=deadline)
-
-
-def _percent(value: Any) -> str:
-    return "" if value is None else f"{value * 100:.1f}%"
 
 
 def run_predict(*, spec: str, calibration_path: Path, input_shape: str | None, fmt: OutputFormat, top: int = 10) -> None:
@@ -182,9 +178,9 @@ def run_predict(*, spec: str, calibration_path: Path, input_shape: str | None, f
         Column("backend", "backend"),
         Column("precision", "precision"),
         Column("batch_size", "batch", str, "right"),
-        Column("predicted_s", "predicted ms", _ms, "right"),
+        Column("predicted_s", "predicted ms", milliseconds, "right"),
         Column("predicted_kernels", "kernels", str, "right"),
-        Column("predicted_overhead_s", "per-call overhead ms", _ms, "right"),
+        Column("predicted_overhead_s", "per-call overhead ms", milliseconds, "right"),
         Column("predicted_not_calibrated", "not calibrated"),
     ], OutputFormat.table, title="end-to-end latency, predicted")
     key = result_key(calibration.backend, calibration.precision)
@@ -195,13 +191,11 @@ def run_predict(*, spec: str, calibration_path: Path, input_shape: str | None, f
         Column("layer", "layer"),
         Column("op_class", "class"),
         Column(f"{key}_predicted_kernel_type", "kernel type"),
-        Column(f"{key}_predicted_s", "predicted ms", lambda v: "not calibrated" if v is None else _ms(v), "right"),
-        Column(f"{key}_predicted_share", "predicted share", _percent, "right"),
-        Column("flops_share", "FLOP share", _percent, "right"),
+        Column(f"{key}_predicted_s", "predicted ms", lambda v: "not calibrated" if v is None else milliseconds(v), "right"),
+        Column(f"{key}_predicted_share", "predicted share", percent, "right"),
+        Column("flops_share", "FLOP share", percent, "right"),
         Column(f"{key}_predicted_fused_layers", "also covers", lambda v: v or ""),
     ], OutputFormat.table, title=f"top {len(ranked)} layers by {key} predicted time"
                                  + (f", and the {len(unpredicted)} not predicted" if unpredicted else ""))
 
 
-def _ms(value: Any) -> str:
-    return "" if value is None else f"{value * 1e3:.3f}"

@@ -18,18 +18,10 @@ from lwprof.commands.profile_job import LatencyJob
 from lwprof.core.errors import LwprofError
 from lwprof.reports import console as output
 from lwprof.reports.allocator_report import allocator_notes
-from lwprof.reports.console import Column, OutputFormat
+from lwprof.reports.console import Column, OutputFormat, milliseconds, percent
 from lwprof.reports.files import json_text
 from lwprof.reports.profile_run import layer_table, payload, result_keys, summary_rows
 from lwprof.runtime.settings import RunSettings
-
-
-def _ms(value: Any) -> str:
-    return "" if value is None else f"{value * 1e3:.3f}"
-
-
-def _pct(value: Any) -> str:
-    return "" if value is None else f"{value:.1%}"
 
 
 def run_latency_profile(
@@ -115,25 +107,25 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
         Column("backend", "backend"),
         Column("precision", "precision"),
         Column("batch_size", "batch", str, "right"),
-        Column("median_s", "median ms", _ms, "right"),
-        Column("iqr_s", "IQR ms", _ms, "right"),
-        Column("p99_s", "p99 ms", _ms, "right"),
+        Column("median_s", "median ms", milliseconds, "right"),
+        Column("iqr_s", "IQR ms", milliseconds, "right"),
+        Column("p99_s", "p99 ms", milliseconds, "right"),
         Column("n", "runs", lambda v: "" if v is None else str(v), "right"),
         Column("throughput_items_per_s", "items/s", lambda v: "" if v is None else f"{v:.1f}", "right"),
-        Column("roofline_bound_s", "roofline ms", _ms, "right"),
-        Column("roofline_efficiency", "efficiency", _pct, "right"),
+        Column("roofline_bound_s", "roofline ms", milliseconds, "right"),
+        Column("roofline_efficiency", "efficiency", percent, "right"),
         Column("bound_by", "bound by"),
-        Column("predicted_s", "predicted ms", _ms, "right"),
+        Column("predicted_s", "predicted ms", milliseconds, "right"),
         Column("predicted_error", "predicted vs measured", lambda v: "" if v is None else f"{v:+.1%}", "right"),
-        Column("layer_sum_vs_end_to_end", "layers/e2e", _pct, "right"),
+        Column("layer_sum_vs_end_to_end", "layers/e2e", percent, "right"),
         Column("outputs_vs", "outputs vs"),
         Column("max_rel_diff", "max rel diff", lambda v: "" if v is None else f"{v:.1e}", "right"),
         Column("speedup_vs_fp32", "vs fp32", lambda v: "" if v is None else f"{v:.2f}x", "right"),
         Column("cosine_vs_fp32", "cosine", lambda v: "" if v is None else f"{v:.4f}", "right"),
-        Column("top1_agreement", "top-1 agree", _pct, "right"),
+        Column("top1_agreement", "top-1 agree", percent, "right"),
         Column("float_layers", "float layers", lambda v: "" if v is None else str(v), "right"),
         Column("minor_page_faults_per_pass", "faults/pass", lambda v: "" if v is None else f"{v:,.0f}", "right"),
-        Column("tuned_median_s", "tuned ms", _ms, "right"),
+        Column("tuned_median_s", "tuned ms", milliseconds, "right"),
         Column("skipped", "skipped"),
     ]
     if fmt is OutputFormat.csv:
@@ -174,16 +166,16 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
         layer_columns = [
             Column("layer", "layer"),
             Column("op_class", "class"),
-            Column(key, "ms", _ms, "right"),
-            Column(f"{backend}_time_share", "time share", _pct, "right"),
-            Column("flops_share", "FLOP share", _pct, "right"),
+            Column(key, "ms", milliseconds, "right"),
+            Column(f"{backend}_time_share", "time share", percent, "right"),
+            Column("flops_share", "FLOP share", percent, "right"),
             Column(f"{backend}_achieved_flops_per_s", "GFLOP/s", lambda v: "" if v is None else f"{v / 1e9:.2f}", "right"),
             Column(f"{backend}_achieved_bytes_per_s", "GB/s", lambda v: "" if v is None else f"{v / 1e9:.2f}", "right"),
-            Column(f"{backend}_roofline_efficiency", "efficiency", _pct, "right"),
+            Column(f"{backend}_roofline_efficiency", "efficiency", percent, "right"),
             Column(f"{backend}_bound_by", "bound by"),
             Column(f"{backend}_fused_layers", "also covers", lambda v: v or ""),
         ]
         if any(f"{backend}_predicted_s" in r for r in timed):
             layer_columns.insert(3, Column(f"{backend}_predicted_s", "predicted ms",
-                                           lambda v: "not calibrated" if v is None else _ms(v), "right"))
+                                           lambda v: "not calibrated" if v is None else milliseconds(v), "right"))
         output.emit(timed, layer_columns, OutputFormat.table, title=f"top {len(timed)} layers by {backend} time")

@@ -86,3 +86,13 @@ def cell(value: Any, scale: float = 1.0, digits: int = 2, suffix: str = "") -> s
     if value is None or value == "":
         return ""
     return f"{float(value) / scale:.{digits}f}{suffix}"
+
+
+def milliseconds(value: Any) -> str:
+    """Seconds shown as milliseconds, 3 decimals ('' for unknown)."""
+    return "" if value is None else f"{value * 1e3:.3f}"
+
+
+def percent(value: Any) -> str:
+    """A fraction shown as a percentage, 1 decimal ('' for unknown)."""
+    return "" if value is None else f"{value:.1%}"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -95,8 +95,8 @@ class Column:
 
 
 _DISPLAY: dict[str, Callable[[float], str]] = {
-    "count": lambda v: format_count(v),
-    "bytes": lambda v: format_bytes(v),
+    "count": format_count,
+    "bytes": format_bytes,
     "ms": lambda v: f"{v * 1e3:.3f}",
     "percent": lambda v: f"{v * 100:.1f}%",
     "ratio": lambda v: f"{v:.2f}",
@@ -123,17 +123,17 @@ def cell(value: Any, kind: str) -> Cell:
     return Cell(_DISPLAY[kind](number), repr(number), "", exact)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Table:
     id: str
     title: str
     columns: list[Column]
     rows: list[dict[str, Any]]
     note: str = ""
-    cells: list[list[Cell]] = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.cells = [[cell(row.get(c.key), c.kind) for c in self.columns] for row in self.rows]
+    @property
+    def cells(self) -> list[list[Cell]]:
+        return [[cell(row.get(c.key), c.kind) for c in self.columns] for row in self.rows]
 
 
 def _clean(value: Any) -> Any:

@@ -14,29 +14,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from lwprof.reports.profile_run import join_layers
 from lwprof.runtime.precision import result_key
 
 
 def predicted_layers(profile: Any, prediction: Any, batch_size: int) -> list[dict[str, Any]]:
     """The analytic layer rows of ``profile`` with the prediction's columns."""
     key = result_key(prediction.calibration.backend, prediction.calibration.precision)
-    rows = [{"batch_size": batch_size, **row} for row in profile.layer_rows()]
+    rows = join_layers(profile, [], {}, batch_size)  # the analytic rows a measured run joins its times to
     by_name = {row["layer"]: row for row in rows}
-    total_flops = sum(row["flops"] for row in rows) or None
-    predicted = [s for s in prediction.seconds if s is not None]
-    total = sum(predicted) or None
-    for row in rows:
-        row["flops_share"] = row["flops"] / total_flops if total_flops else None
-    for kernel, seconds in zip(prediction.kernels, prediction.seconds):
+    per_layer = prediction.layer_seconds()
+    total = sum(s for s in per_layer.values() if s is not None) or None
+    for layer, seconds in per_layer.items():
+        if layer in by_name:
+            by_name[layer][f"{key}_predicted_s"] = seconds
+            if seconds is not None:
+                by_name[layer][f"{key}_predicted_share"] = seconds / total if total else None
+    for kernel in prediction.kernels:
         head, *others = kernel.layers
         row = by_name.get(head)
         if row is None:
             continue
-        if seconds is not None:
-            row[f"{key}_predicted_s"] = (row.get(f"{key}_predicted_s") or 0.0) + seconds
-            row[f"{key}_predicted_share"] = row[f"{key}_predicted_s"] / total if total else None
-        else:
-            row.setdefault(f"{key}_predicted_s", None)
         types = row.get(f"{key}_predicted_kernel_type")
         row[f"{key}_predicted_kernel_type"] = kernel.type if not types or kernel.type in types.split() else f"{types} {kernel.type}"
         if others:
