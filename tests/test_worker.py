@@ -188,13 +188,23 @@ def profile_json(tmp_path, spec, *args):
     return payload, samples, result
 
 
-@pytest.mark.skipif(not GLIBC, reason="page-fault behaviour of glibc's malloc")
-def test_auto_adds_the_tuned_figure_when_faults_are_significant(tmp_path, fixed_roofline):
-    payload, samples, result = profile_json(tmp_path, "mobilenet_v2_100")
+@pytest.fixture
+def faults_significant_from(monkeypatch):
+    """Move the significance threshold: auto's choice is under test, not how
+    often this machine's malloc faults (the worker tests above measure that;
+    a clean CI machine once counted 0 faults per pass through the CLI where
+    the same day's workers counted thousands)."""
+    return lambda threshold: monkeypatch.setattr(allocator, "SIGNIFICANT_FAULTS_PER_PASS", threshold)
+
+
+@pytest.mark.skipif(not GLIBC, reason="the tuned allocator sets glibc's malloc")
+def test_auto_adds_the_tuned_figure_when_faults_are_significant(tmp_path, fixed_roofline, faults_significant_from):
+    faults_significant_from(0.0)  # any count, zero included, is significant
+    payload, samples, result = profile_json(tmp_path, "pplcnet_025", "--input-shape", "1,3,64,64")
     assert payload["settings"]["allocator"] == "auto"
     [row] = payload["results"]
-    assert row["allocator"] == "default" and row["minor_page_faults_per_pass"] >= 100
-    assert row["tuned_median_s"] > 0 and row["tuned_minor_page_faults_per_pass"] < row["minor_page_faults_per_pass"] / 10
+    assert row["allocator"] == "default" and row["minor_page_faults_per_pass"] >= 0
+    assert row["tuned_median_s"] > 0 and row["tuned_minor_page_faults_per_pass"] >= 0
     assert row["allocator_tax"] == pytest.approx(row["median_s"] / row["tuned_median_s"] - 1)
     comparison = row["allocator_comparison"]
     assert set(comparison) >= {"default", "tuned", "default_vs_tuned", "how_to_get_tuned"}
@@ -202,6 +212,15 @@ def test_auto_adds_the_tuned_figure_when_faults_are_significant(tmp_path, fixed_
     assert {s["allocator"] for s in samples} == {"default", "tuned"}
     assert sum(s["allocator"] == "tuned" for s in samples) == comparison["tuned"]["n"]
     assert "minor page faults per pass" in result.stdout and "MALLOC_MMAP_THRESHOLD_=33554432" in result.stdout
+
+
+def test_auto_leaves_the_tuned_figure_out_when_faults_are_few(tmp_path, fixed_roofline, faults_significant_from):
+    faults_significant_from(float("inf"))  # no count is significant
+    payload, samples, result = profile_json(tmp_path, "pplcnet_025", "--input-shape", "1,3,64,64")
+    [row] = payload["results"]
+    assert row["allocator"] == "default" and row["tuned_median_s"] is None and row["allocator_tax"] is None
+    assert {s["allocator"] for s in samples} == {"default"}
+    assert "minor page faults per pass" not in result.stdout
 
 
 def test_default_times_the_plain_process_only(tmp_path, fixed_roofline):
