@@ -18,8 +18,7 @@ from lwprof import __version__
 from lwprof.cli_options import (
     Allocator, AllocatorOption, BackendOption, BatchSizeOption, CacheDirOption, CalibrationDataOption, CalibrationInputsOption,
     Device, DeviceOption, DType, FormatOption, InputShapeOption, Int8Scheme, Int8SchemeOption, LatencyCalibrationOption,
-    PrecisionOption,
-    SortKey, ThreadsOption,
+    PrecisionOption, ProcessesOption, SortKey, ThreadsOption,
 )
 from lwprof.core.errors import LwprofError
 from lwprof.reports.console import OutputFormat
@@ -150,6 +149,7 @@ def profile(
         typer.Option("--crosscheck", help="Show thop's and PyTorch FlopCounterMode's totals beside lwprof's, and what each counts."),
     ] = False,
     allocator: AllocatorOption = Allocator.auto,
+    processes: ProcessesOption = 1,
     precision: PrecisionOption = "fp32",
     int8_scheme: Int8SchemeOption = Int8Scheme.u8s8,
     calibration_data: CalibrationDataOption = None,
@@ -171,6 +171,7 @@ def profile(
             layer_runs=layer_runs,
             cache_dir=cache_dir,
             allocator=allocator.value,
+            processes=processes,
             int8=Int8Recipe(scheme=int8_scheme.value, calibration_dir=calibration_data, calibration_inputs=calibration_inputs),
         )
         code = run_latency_profile(
@@ -191,6 +192,8 @@ def profile(
 
     if allocator is not Allocator.auto:
         raise LwprofError("--allocator applies to measurements, not to --analytic")
+    if processes != 1:
+        raise LwprofError("--processes applies to measurements, not to --analytic")
     if calibration:
         raise LwprofError("--calibration shows a prediction beside a measurement; without measuring, use `lwprof predict`")
     if precision != "fp32":
@@ -327,6 +330,7 @@ def compare(
     cache_dir: CacheDirOption = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the comparison plots.")] = True,
     allocator: AllocatorOption = Allocator.auto,
+    processes: ProcessesOption = 1,
     precision: PrecisionOption = "fp32",
     int8_scheme: Int8SchemeOption = Int8Scheme.u8s8,
     calibration_data: CalibrationDataOption = None,
@@ -339,7 +343,7 @@ def compare(
 
     settings = RunSettings.build(
         device=device.value, threads=threads, budget=budget_from_options(min_time_s=min_time, max_time_s=max_time),
-        layer_runs=layer_runs, cache_dir=cache_dir, allocator=allocator.value,
+        layer_runs=layer_runs, cache_dir=cache_dir, allocator=allocator.value, processes=processes,
         int8=Int8Recipe(scheme=int8_scheme.value, calibration_dir=calibration_data, calibration_inputs=calibration_inputs),
     )
     code = run_compare(

@@ -69,6 +69,15 @@ AllocatorOption = Annotated[
         "thresholds raised), both, or auto: default, plus tuned when the default page-faults every pass.",
     ),
 ]
+ProcessesOption = Annotated[
+    int,
+    typer.Option(
+        "--processes",
+        min=1,
+        help="Fresh worker processes to time each figure in, each with the whole budget, their samples pooled: a plain "
+        "process's page faults (and latency) differ from one process to the next.",
+    ),
+]
 PrecisionOption = Annotated[
     str,
     typer.Option(

@@ -73,6 +73,19 @@ class FakeClock:
         self.now += next(self.durations)
 
 
+def test_measurement_from_several_processes_warns_when_their_medians_differ():
+    # process 1: 1.0, 1.0, 1.0 (median 1.0); process 2: 1.2, 1.2 (median 1.2); pooled median 1.0
+    pooled = Measurement("m", (1.0, 1.0, 1.0, 1.2, 1.2), metadata={"samples_per_process": [3, 2]})
+    spread, low, high = pooled.process_spread()
+    assert spread == pytest.approx(0.2) and (low, high) == (1.0, 1.2)  # (1.2 - 1.0) / 1.0
+    [note] = [w for w in pooled.warnings() if "processes" in w]  # beside the noisy-IQR warning
+    assert "the medians of its 2 processes differ by 20%" in note and "1000.000 … 1200.000 ms" in note
+    # (1.04 - 1.0) / 1.0 = 4%: within the 5% threshold
+    assert Measurement("q", (1.0, 1.0, 1.04, 1.04), metadata={"samples_per_process": [2, 2]}).warnings() == []
+    assert Measurement("one", (1.0, 2.0), metadata={"samples_per_process": [2]}).process_spread() is None
+    assert Measurement("plain", (1.0, 2.0)).process_spread() is None
+
+
 def test_harness_keeps_raw_samples_and_stops_at_min_time_when_stable():
     step = 1 / 64  # exact in binary floating point
     clock = FakeClock([0.1] * 3 + [step] * 1000)  # 3 slow warm-up iterations, then steady

@@ -229,7 +229,7 @@ def test_profile_int8_writes_per_layer_precision_and_float_layers(tmp_path):
     assert {"int8", "fp32", "conversion"} <= ran_in
     assert all(row["op_class"] == "conversion" for row in rows if row.get("onnxruntime_int8_ran_in") == "conversion"
                and row["layer"].endswith(("quantize)", "dequantize)", "transpose)")))
-    assert "backend,precision,device,batch_size,allocator,run,latency_s" == (out / "latency.csv").read_text().splitlines()[0]
+    assert "backend,precision,device,batch_size,allocator,process,run,latency_s" == (out / "latency.csv").read_text().splitlines()[0]
 
 
 def test_compare_across_precisions_reports_speedup_size_tax_and_agreement(tmp_path):

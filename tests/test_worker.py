@@ -254,6 +254,40 @@ def test_allocator_is_refused_with_analytic():
     assert result.exit_code == 2 and "--allocator applies to measurements" in result.stderr
 
 
+def test_replies_of_several_processes_pool_into_one():
+    from lwprof.runtime.worker import MeasureReply, pooled
+
+    first = MeasureReply(samples_s=(1.0, 2.0, 3.0), minor_page_faults_per_pass=10.0, process={"pid": 1}, outputs=["y"], measure_s=1.0)
+    second = MeasureReply(samples_s=(4.0, 5.0), minor_page_faults_per_pass=20.0, process={"pid": 2}, interrupted=True, measure_s=2.0)
+    reply = pooled([first, second])
+    assert reply.samples_s == (1.0, 2.0, 3.0, 4.0, 5.0) and reply.interrupted and reply.outputs == ["y"]
+    assert reply.minor_page_faults_per_pass == 14.0  # (10*3 + 20*2) / 5 passes
+    assert reply.measure_s == 3.0 and reply.process["pid"] == 1
+    assert reply.process["workers"] == [
+        {"pid": 1, "n": 3, "median_s": 2.0, "minor_page_faults_per_pass": 10.0},
+        {"pid": 2, "n": 2, "median_s": 4.5, "minor_page_faults_per_pass": 20.0},
+    ]
+    assert pooled([first]) is first
+    assert pooled([first, MeasureReply(samples_s=(4.0,), process={"pid": 3})]).minor_page_faults_per_pass is None  # one not counted
+
+
+def test_processes_time_each_figure_in_that_many_workers(tmp_path, fixed_roofline):
+    payload, samples, _ = profile_json(tmp_path, "pplcnet_025", "--input-shape", "1,3,32,32", "--allocator", "default", "--processes", "2")
+    assert payload["settings"]["processes"] == 2
+    [row] = payload["results"]
+    workers = row["process"]["workers"]
+    assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2 and sum(w["n"] for w in workers) == row["n"]
+    assert [sum(s["process"] == str(index) for s in samples) for index in (0, 1)] == [w["n"] for w in workers]
+
+
+def test_processes_are_refused_with_analytic_and_below_one():
+    result = CliRunner().invoke(app, ["profile", "pplcnet_025", "--analytic", "--processes", "2"])
+    assert result.exit_code == 2 and "--processes applies to measurements" in result.stderr
+    assert CliRunner().invoke(app, ["profile", "pplcnet_025", "--processes", "0"]).exit_code == 2
+    with pytest.raises(LwprofError, match="processes must be a positive integer"):
+        RunSettings(processes=0)
+
+
 # ---------------------------------------------------------------- the settings object
 
 

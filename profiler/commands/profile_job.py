@@ -153,7 +153,7 @@ class LatencyJob:
                 result.warnings.append(note)
                 console.warn(note)
             shown = len(result.warnings)  # said once, before the timing
-            reply = self._in_worker(result, staged, primary, layer_runs=self.settings.layer_runs, outputs=True)
+            reply = self._timed(result, staged, primary, layer_runs=self.settings.layer_runs, outputs=True)
             if reply is None:
                 result.skipped = "interrupted before timing"
                 return
@@ -190,7 +190,7 @@ class LatencyJob:
         reason = tuning_unavailable() if allocator == TUNED else None
         if reason is not None:
             return AllocatorRun(allocator, None, None, skipped=reason)
-        reply = self._in_worker(result, staged, allocator, layer_runs=0, outputs=False)
+        reply = self._timed(result, staged, allocator, layer_runs=0, outputs=False)
         if reply is None or reply.skipped:
             return AllocatorRun(allocator, None, None, skipped=(reply.skipped if reply else "interrupted"))
         if reply.interrupted:
@@ -201,14 +201,34 @@ class LatencyJob:
                          f"{faults_text(run.minor_page_faults_per_pass)} minor page faults per pass")
         return run
 
-    def _in_worker(self, result: BackendResult, staged: Any, allocator: str, *, layer_runs: int, outputs: bool) -> Any:
+    def _timed(self, result: BackendResult, staged: Any, allocator: str, *, layer_runs: int, outputs: bool) -> Any:
+        """One figure timed in ``settings.processes`` fresh workers, their
+        replies pooled (the first also returns outputs and times layers);
+        None when Ctrl-C came before anything was timed."""
+        from lwprof.runtime.worker import pooled
+
+        count = self.settings.processes
+        replies = [self._in_worker(result, staged, allocator, layer_runs=layer_runs, outputs=outputs, process=(1, count))]
+        if replies[0] is None or replies[0].skipped:
+            return replies[0]
+        while len(replies) < count and not replies[-1].interrupted:
+            more = self._in_worker(result, staged, allocator, layer_runs=0, outputs=False, process=(len(replies) + 1, count))
+            if more is None or more.skipped:
+                replies[-1].interrupted = more is None  # Ctrl-C: the processes timed so far are kept
+                break
+            replies.append(more)
+        return pooled(replies)
+
+    def _in_worker(self, result: BackendResult, staged: Any, allocator: str, *, layer_runs: int, outputs: bool,
+                   process: tuple[int, int] = (1, 1)) -> Any:
         """One worker's reply; None when Ctrl-C came before the worker could time anything."""
         from lwprof.runtime.worker import MeasureRequest
 
+        index, count = process
         request = MeasureRequest(backend=result.backend, model=staged.model, settings=self.settings.but(precision=result.precision),
                                  allocator=allocator, layer_runs=layer_runs, want_outputs=outputs,
                                  want_fingerprint=outputs and staged.model.kind == "torch",
-                                 label=_label(result, self.device, allocator))
+                                 label=_label(result, self.device, allocator) + (f" (process {index} of {count})" if count > 1 else ""))
         started = time.perf_counter()
         reply = measure_in_worker(request)
         # Starting the interpreter and importing the runtime: the price of a fresh process.
@@ -231,7 +251,8 @@ class LatencyJob:
             metadata={"model": model, "backend": result.backend, "precision": result.precision, "device": self.device,
                       "batch_size": result.batch_size,
                       "threads": self.settings.threads, "allocator": allocator,
-                      "minor_page_faults_per_pass": reply.minor_page_faults_per_pass},
+                      "minor_page_faults_per_pass": reply.minor_page_faults_per_pass,
+                      "samples_per_process": [w["n"] for w in reply.process.get("workers", ())] or [len(reply.samples_s)]},
             environment=self.environment,
             partial=reply.interrupted,
         )

@@ -17,6 +17,9 @@ from functools import cached_property
 from typing import Any, Mapping, Sequence
 
 NOISE_THRESHOLD = 0.10  # IQR / median
+# Per-process medians of one figure (--processes) spread wider than this share
+# of the pooled median: the process decides the figure, not only the noise.
+PROCESS_SPREAD_THRESHOLD = 0.05
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -123,9 +126,31 @@ class Measurement:
                 f"{self.label}: noisy measurement, IQR is {self.stats.relative_iqr:.0%} of the median "
                 f"(threshold {NOISE_THRESHOLD:.0%}); close other programs or raise --min-time"
             )
+        spread = self.process_spread()
+        if spread is not None and spread[0] > PROCESS_SPREAD_THRESHOLD:
+            count = len(self.metadata["samples_per_process"])
+            notes.append(
+                f"{self.label}: the medians of its {count} processes differ by {spread[0]:.0%} of the pooled one "
+                f"({spread[1] * 1e3:.3f} … {spread[2] * 1e3:.3f} ms): the process it runs in (its allocator's state) "
+                "or the machine's drift moves this figure"
+            )
         if self.partial:
             notes.append(f"{self.label}: interrupted, {self.stats.n} samples kept")
         return notes
+
+    def process_spread(self) -> tuple[float, float, float] | None:
+        """(max - min) / pooled median of the per-process medians, min, max;
+        None when the samples come from one process (``metadata
+        ["samples_per_process"]``: how many samples each process gave, in order)."""
+        counts = self.metadata.get("samples_per_process") or ()
+        if len([n for n in counts if n]) < 2 or not self.stats.median:
+            return None
+        medians, start = [], 0
+        for n in counts:
+            if n:
+                medians.append(Stats.of(self.samples_s[start:start + n]).median)
+            start += n
+        return (max(medians) - min(medians)) / self.stats.median, min(medians), max(medians)
 
 
 # ---------------------------------------------------------------------------

@@ -331,15 +331,18 @@ def write_run(job: Any) -> list[Path]:
     written = [run_dir / "profile.json", run_dir / "latency.csv", run_dir / "layers.csv", run_dir / "trace.json"]
     saved, layers = payload(job), layer_table(job)
     atomic_write(run_dir / "profile.json", json_text(saved))
-    lines = ["backend,precision,device,batch_size,allocator,run,latency_s"]
+    lines = ["backend,precision,device,batch_size,allocator,process,run,latency_s"]
     for result in job.results:
         timed = [(result.allocator, result.measurement)]
         if result.allocator_check is not None:
             timed.append((result.allocator_check.allocator, result.allocator_check.measurement))
         for allocator, measurement in timed:
             if measurement is not None:
+                counts = measurement.metadata.get("samples_per_process") or [len(measurement.samples_s)]
+                processes = [process for process, n in enumerate(counts) for _ in range(n)]
                 for index, seconds in enumerate(measurement.samples_s):
-                    lines.append(f"{result.backend},{result.precision},{job.device},{result.batch_size},{allocator},{index},{seconds!r}")
+                    lines.append(f"{result.backend},{result.precision},{job.device},{result.batch_size},{allocator},"
+                                 f"{processes[index]},{index},{seconds!r}")
     atomic_write(run_dir / "latency.csv", "\n".join(lines) + "\n")
     atomic_write(run_dir / "layers.csv", csv_text(layers))
     atomic_write(run_dir / "trace.json", json_text(trace(layers, saved["results"], job.model_name, job.device)))

@@ -1,7 +1,7 @@
 """What a run is: one settings object, built once by the command and passed down.
 
 Device, threads, measurement budget, per-layer passes, cache folder, the
-allocator choice, the precision measured and how int8 is made travel
+allocator choice, how many fresh processes time each figure, the precision measured and how int8 is made travel
 together (into worker processes too, so it is plain picklable data), and
 a run records :meth:`RunSettings.to_dict` with its results.
 """
@@ -26,6 +26,9 @@ class RunSettings:
     layer_runs: int = 0
     cache_dir: Path = Path(".")
     allocator: str = "auto"
+    # Fresh worker processes per timed figure, their samples pooled: a plain
+    # process's allocator state (and so its latency) differs between processes.
+    processes: int = 1
     precision: str = FP32
     int8: Int8Recipe = field(default_factory=Int8Recipe)
 
@@ -34,6 +37,8 @@ class RunSettings:
             raise LwprofError(f"unknown precision '{self.precision}'; choose from {', '.join(PRECISIONS)}")
         if not isinstance(self.threads, int) or self.threads < 1:
             raise LwprofError(f"threads must be a positive integer, got {self.threads!r}")
+        if not isinstance(self.processes, int) or self.processes < 1:
+            raise LwprofError(f"processes must be a positive integer, got {self.processes!r}")
         if self.layer_runs < 0:
             raise LwprofError(f"layer runs must be 0 or more, got {self.layer_runs}")
         variants(self.allocator)  # raises on an unknown choice
@@ -48,6 +53,7 @@ class RunSettings:
         layer_runs: int = 0,
         cache_dir: Path | None = None,
         allocator: str = "auto",
+        processes: int = 1,
         int8: Int8Recipe | None = None,
     ) -> "RunSettings":
         """Defaults filled in: one thread per physical core, lwprof's cache folder."""
@@ -61,6 +67,7 @@ class RunSettings:
             layer_runs=layer_runs,
             cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
             allocator=allocator,
+            processes=processes,
             int8=int8 or Int8Recipe(),
         )
 

@@ -35,10 +35,11 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import statistics
 import sys
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from lwprof.core.errors import LwprofError
@@ -88,6 +89,35 @@ class MeasureReply:
     prepare_s: float = 0.0
     measure_s: float = 0.0
     layers_s: float = 0.0
+
+
+def pooled(replies: list[MeasureReply]) -> MeasureReply:
+    """Several fresh processes' replies for one figure as one: the first's
+    outputs, layer times and settings; every process's samples, in order;
+    page faults per pass over all their passes; and each process's own
+    figures under ``process["workers"]``."""
+    first = replies[0]
+    if len(replies) == 1:
+        return first
+    passes = sum(len(r.samples_s) for r in replies)
+    faults = None
+    if passes and all(r.minor_page_faults_per_pass is not None for r in replies):
+        faults = sum(r.minor_page_faults_per_pass * len(r.samples_s) for r in replies) / passes
+    workers = [
+        {"pid": r.process.get("pid"), "n": len(r.samples_s), "median_s": statistics.median(r.samples_s) if r.samples_s else None,
+         "minor_page_faults_per_pass": r.minor_page_faults_per_pass}
+        for r in replies
+    ]
+    return replace(
+        first,
+        samples_s=tuple(sample for r in replies for sample in r.samples_s),
+        interrupted=any(r.interrupted for r in replies),
+        minor_page_faults_per_pass=faults,
+        process={**first.process, "workers": workers},
+        prepare_s=sum(r.prepare_s for r in replies),
+        measure_s=sum(r.measure_s for r in replies),
+        layers_s=sum(r.layers_s for r in replies),
+    )
 
 
 class WorkerFailed(LwprofError):
