@@ -297,6 +297,22 @@ def test_ctrl_c_keeps_what_was_measured(tmp_path, signal_group):
     assert sum(s["backend"] == "onnxruntime" for s in samples) == measured["onnxruntime"]["n"]
 
 
+def test_ctrl_c_in_a_later_process_keeps_every_process_timed(tmp_path):
+    out = tmp_path / "run"
+    args = ["profile", "pplcnet_025", "--backend", "torch", "--input-shape", "1,3,64,64", "--min-time", "3", "--max-time", "3",
+            "--warmup", "1", "--layer-runs", "0", "--allocator", "default", "--processes", "3", "--no-plots", "--out", str(out),
+            "--cache-dir", str(cache_with_fixed_roofline(tmp_path / "cache"))]
+    code, _, stderr = interrupt_after(args, 2, tmp_path)  # while process 2 of 3 times
+    assert code == 130, stderr
+    payload = json.loads((out / "profile.json").read_text())
+    [row] = payload["results"]
+    assert payload["partial"] is True and any("interrupted" in w for w in row["warnings"])
+    workers = row["process"]["workers"]
+    assert len(workers) == 2 and workers[0]["n"] > 0 and workers[1]["n"] > 0  # the third never started
+    processes = [s["process"] for s in read_csv(out / "latency.csv")]
+    assert [processes.count("0"), processes.count("1")] == [w["n"] for w in workers] and len(processes) == row["n"]
+
+
 def test_missing_backend_package_is_skipped_with_a_hint(tmp_path, fixed_roofline, monkeypatch):
     monkeypatch.setattr(OnnxRuntimeBackend, "package", "onnxruntime_not_here")
     result = profile_cli(tmp_path, "pplcnet_025", *TINY, "--no-plots", "--out", str(tmp_path / "run"), "--format", "json")

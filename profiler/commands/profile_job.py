@@ -213,8 +213,9 @@ class LatencyJob:
             return replies[0]
         while len(replies) < count and not replies[-1].interrupted:
             more = self._in_worker(result, staged, allocator, layer_runs=0, outputs=False, process=(len(replies) + 1, count))
+            if more is None:  # Ctrl-C before this one timed anything: the processes timed so far are kept
+                replies[-1].interrupted = True
             if more is None or more.skipped:
-                replies[-1].interrupted = more is None  # Ctrl-C: the processes timed so far are kept
                 break
             replies.append(more)
         return pooled(replies)

@@ -1,9 +1,9 @@
 """What a run is: one settings object, built once by the command and passed down.
 
 Device, threads, measurement budget, per-layer passes, cache folder, the
-allocator choice, how many fresh processes time each figure, the precision measured and how int8 is made travel
-together (into worker processes too, so it is plain picklable data), and
-a run records :meth:`RunSettings.to_dict` with its results.
+allocator choice, how many fresh processes time each figure, the precision
+measured and how int8 is made travel together (into worker processes too, so
+it is plain picklable data), and a run records :meth:`RunSettings.to_dict` with its results.
 """
 
 from __future__ import annotations
