@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from lwprof.core.errors import LwprofError
-from lwprof.reports.files import number
+from lwprof.reports.profile_run import read_layer_rows
 from lwprof.runtime.precision import result_key
 
 BOOTSTRAP_ROUNDS = 2000
@@ -61,11 +61,11 @@ def _samples(run: Path) -> dict[str, list[float]]:
     return result
 
 
-def _layers(run: Path) -> tuple[list[dict[str, str]], str | None]:
-    with (run / "layers.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
+def _layers(run: Path) -> list[dict[str, Any]]:
+    """The layer rows of the run's first batch size, numbers as numbers."""
+    rows = read_layer_rows(run / "layers.csv")
     first = rows[0]["batch_size"] if rows else None
-    return [r for r in rows if r["batch_size"] == first], first
+    return [r for r in rows if r["batch_size"] == first]
 
 
 def _medians(saved: dict[str, Any]) -> dict[str, float]:
@@ -87,7 +87,7 @@ def diff_profiles(a: Path, b: Path) -> dict[str, Any]:
         if samples_a.get(key) and samples_b.get(key):
             row["ci95_low"], row["ci95_high"] = ratio_interval(samples_a[key], samples_b[key])
         end_to_end.append(row)
-    (layers_a, _), (layers_b, _) = _layers(a), _layers(b)
+    layers_a, layers_b = _layers(a), _layers(b)
     by_name_b = {r["layer"]: r for r in layers_b}
     names_a = {r["layer"] for r in layers_a}
     layers = []
@@ -95,11 +95,11 @@ def diff_profiles(a: Path, b: Path) -> dict[str, Any]:
         row_b = by_name_b.get(row_a["layer"])
         if row_b is None:
             continue
-        counts_changed = any(number(row_a.get(c)) != number(row_b.get(c)) for c in ("flops", "memory_bytes"))
+        counts_changed = any(row_a.get(c) != row_b.get(c) for c in ("flops", "memory_bytes"))
         entry: dict[str, Any] = {"layer": row_a["layer"], "op_class": row_a.get("op_class", ""),
                                  "counts_changed": counts_changed}
         for key in keys:
-            time_a, time_b = number(row_a.get(f"{key}_time_s")), number(row_b.get(f"{key}_time_s"))
+            time_a, time_b = row_a.get(f"{key}_time_s"), row_b.get(f"{key}_time_s")
             entry[f"{key}_a_s"], entry[f"{key}_b_s"] = time_a, time_b
             entry[f"{key}_ratio"] = time_b / time_a if time_a and time_b else None
             entry[f"{key}_change_s"] = (time_b or 0.0) - (time_a or 0.0) if time_a or time_b else None

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from lwprof.core.units import format_bytes, format_count
 from lwprof.reports.compare_report import PROXY_TITLES, safe_name, shown_proxies
+from lwprof.reports.console import milliseconds, percent
 from lwprof.reports.files import atomic_write
 from lwprof.reports.profile_run import read_layer_rows
 
@@ -97,8 +98,8 @@ class Column:
 _DISPLAY: dict[str, Callable[[float], str]] = {
     "count": format_count,
     "bytes": format_bytes,
-    "ms": lambda v: f"{v * 1e3:.3f}",
-    "percent": lambda v: f"{v * 100:.1f}%",
+    "ms": milliseconds,
+    "percent": percent,
     "ratio": lambda v: f"{v:.2f}",
 }
 

@@ -83,16 +83,14 @@ def _label_without_overlap(ax: Any, labels: list[tuple[str, float, float]]) -> i
 def _by_residual(points: list[tuple[str, float, float]]) -> list[tuple[str, float, float]]:
     """Points ordered by how far each lies from the log-log least-squares
     line through all of them: the outliers first."""
-    import math
+    import numpy as np
 
-    logs = [(math.log(x), math.log(y)) for _, x, y in points]
-    if len(logs) < 2:
+    if len(points) < 2:
         return points
-    mean_x, mean_y = sum(a for a, _ in logs) / len(logs), sum(b for _, b in logs) / len(logs)
-    spread = sum((a - mean_x) ** 2 for a, _ in logs)
-    slope = sum((a - mean_x) * (b - mean_y) for a, b in logs) / spread if spread else 0.0
-    residual = [abs(b - mean_y - slope * (a - mean_x)) for a, b in logs]
-    return [p for _, p in sorted(zip(residual, points), key=lambda item: -item[0])]
+    xs, ys = np.log([x for _, x, _ in points]), np.log([y for _, _, y in points])
+    slope, intercept = np.polyfit(xs, ys, 1) if np.ptp(xs) else (0.0, ys.mean())
+    residual = np.abs(ys - slope * xs - intercept)
+    return [points[i] for i in np.argsort(-residual, kind="stable")]
 
 
 def plot_time_vs_flop_share(rows: list[dict[str, Any]], stem: Path, title: str, top: int = 20) -> list[Path]:

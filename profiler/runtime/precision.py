@@ -25,11 +25,6 @@ from lwprof.core.errors import LwprofError
 FP32 = "fp32"
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 
-
-def result_key(backend: str, precision: str = "fp32") -> str:
-    """The column prefix of a measurement: the backend, with its precision
-    when not fp32 (``onnxruntime_int8``)."""
-    return backend if precision == "fp32" else f"{backend}_{precision}"
 # Activation x weight types: U8S8 (uint8 activations, int8 weights) or S8S8 (both int8).
 INT8_SCHEMES = ("u8s8", "s8s8")
 # On x86 with VNNI, ONNX Runtime's U8S8 QLinearConv covers every convolution of a
@@ -55,6 +50,12 @@ CONVERSION_OPS = {"QuantizeLinear": "quantize", "DequantizeLinear": "dequantize"
 QUANTIZE_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"})
 # Below this cosine similarity with the fp32 outputs a result is meaningless.
 MEANINGFUL_COSINE = 0.9
+
+
+def result_key(backend: str, precision: str = "fp32") -> str:
+    """The column prefix of a measurement: the backend, with its precision
+    when not fp32 (``onnxruntime_int8``)."""
+    return backend if precision == "fp32" else f"{backend}_{precision}"
 
 
 def parse_precisions(text: str | Sequence[str] | None) -> list[str]:
