@@ -84,8 +84,12 @@ PAIRS = {
     "torch": (("torch", "median_s"), "torch"),
     "torch_tuned": (("torch", "tuned_median_s"), "torch_tuned"),
     "onnxruntime": (("onnxruntime", "median_s"), "onnxruntime"),
+    "torch_loop": (("torch", "median_s"), "torch_loop"),
 }
-PAIR_TITLES = {"torch": "torch", "torch_tuned": "torch, tuned allocator", "onnxruntime": "ONNX Runtime"}
+PAIR_TITLES = {"torch": "torch", "torch_tuned": "torch, tuned allocator", "onnxruntime": "ONNX Runtime",
+               "torch_loop": "torch against the hand-written loop"}
+# The target's comparisons; torch_loop is context: where a second user's script lands
+TARGET_PAIRS = ("torch", "torch_tuned", "onnxruntime")
 
 
 def lwprof_run(model: str, cache_dir: Path, reports: Path, backends: str = "torch,onnxruntime") -> dict[str, Any]:
@@ -110,6 +114,8 @@ def reference_run(step: str, model: str, threads: int, min_time: float, onnx_pat
     command = [sys.executable, str(REFERENCE), backend, model, "--threads", str(threads), "--min-time", str(min_time)]
     if backend == "onnxruntime":
         command += ["--onnx", str(onnx_path)]
+    if step == "torch_loop":
+        command += ["--harness", "loop"]
     env = dict(os.environ)
     for key in TUNED_ENVIRONMENT:
         env.pop(key, None)
@@ -128,7 +134,7 @@ def _describe(step: dict[str, Any], key: str) -> str:
 # Each backend is paired on its own, so the lwprof run and the reference runs
 # it is compared with lie within seconds of each other (the machine's speed
 # drifts by 10-20% over tens of seconds).
-BACKEND_STEPS = {"torch": ["torch", "torch_tuned"], "onnxruntime": ["onnxruntime"]}
+BACKEND_STEPS = {"torch": ["torch", "torch_loop", "torch_tuned"], "onnxruntime": ["onnxruntime"]}
 
 
 def measure_model(model: str, pairs: int, threads: int, min_time: float, cache_dir: Path, reports: Path) -> dict[str, Any]:
@@ -156,7 +162,7 @@ def measure_model(model: str, pairs: int, threads: int, min_time: float, cache_d
         figures = []
         for name, ((backend, key), reference) in PAIRS.items():
             mine = (pair["lwprof"]["results"].get(backend) or {}).get(key)
-            theirs = (pair["reference"][reference].get("figures") or {}).get("median_s")
+            theirs = (pair["reference"].get(reference, {}).get("figures") or {}).get("median_s")
             if mine and theirs:
                 figures.append(f"{name} {mine * 1e3:.3f} vs {theirs * 1e3:.3f} ms ({mine / theirs - 1:+.1%})")
         print(f"  pair {index + 1}: " + "; ".join(figures), file=sys.stderr, flush=True)
@@ -201,7 +207,7 @@ def _ratios(result: dict[str, Any], name: str, statistic: str = "median_s") -> l
     ratios = []
     for pair in result.get("pairs", []):
         mine = ((pair["lwprof"].get("results") or {}).get(backend) or {}).get(key)
-        theirs = (pair["reference"][reference].get("figures") or {}).get(statistic)
+        theirs = (pair["reference"].get(reference, {}).get("figures") or {}).get(statistic)
         if mine and theirs:
             ratios.append(mine / theirs)
     return ratios
@@ -224,14 +230,14 @@ def model_row(result: dict[str, Any]) -> dict[str, Any]:
     for name, ((backend, key), reference) in PAIRS.items():
         ratios = _ratios(result, name)
         row[f"{name}_lwprof_median_s"] = _median_of([((p["lwprof"].get("results") or {}).get(backend) or {}).get(key) for p in pairs])
-        row[f"{name}_reference_median_s"] = _median_of([(p["reference"][reference].get("figures") or {}).get("median_s") for p in pairs])
+        row[f"{name}_reference_median_s"] = _median_of([(p["reference"].get(reference, {}).get("figures") or {}).get("median_s") for p in pairs])
         row[f"{name}_pairs_used"] = len(ratios)
         row[f"{name}_deviation"] = statistics.median(ratios) - 1 if ratios else None
         row[f"{name}_deviation_min"] = min(ratios) - 1 if ratios else None
         row[f"{name}_deviation_max"] = max(ratios) - 1 if ratios else None
         row[f"{name}_within_target"] = bool(ratios) and abs(statistics.median(ratios) - 1) <= TARGET_DEVIATION
         for side, values in (("lwprof", [((p["lwprof"].get("results") or {}).get(backend) or {}).get(key) for p in pairs]),
-                             ("reference", [(p["reference"][reference].get("figures") or {}).get("median_s") for p in pairs])):
+                             ("reference", [(p["reference"].get(reference, {}).get("figures") or {}).get("median_s") for p in pairs])):
             present = [v for v in values if v]
             # How much the same measurement moved from pair to pair: the noise a pair's ratio carries
             row[f"{name}_{side}_spread"] = (max(present) - min(present)) / statistics.median(present) if len(present) > 1 else None
@@ -242,10 +248,11 @@ def model_row(result: dict[str, Any]) -> dict[str, Any]:
     row["torch_tuned_minor_page_faults_per_pass"] = _median_of([(r.get("torch") or {}).get("tuned_minor_page_faults_per_pass") for r in lwprof])
     row["onnxruntime_minor_page_faults_per_pass"] = _median_of([(r.get("onnxruntime") or {}).get("minor_page_faults_per_pass") for r in lwprof])
     row["torch_allocator_tax"] = _median_of([(r.get("torch") or {}).get("allocator_tax") for r in lwprof])
-    for step in ("torch", "torch_tuned"):
+    for step in ("torch", "torch_tuned", "torch_loop"):
         row[f"reference_{step}_minor_page_faults_per_call"] = _median_of(
-            [(p["reference"][step].get("figures") or {}).get("minor_page_faults_per_call") for p in pairs]
+            [(p["reference"].get(step, {}).get("figures") or {}).get("minor_page_faults_per_call") for p in pairs]
         )
+    row.update(_between_user_processes(pairs))
     reference_tax = [
         (p["reference"]["torch"].get("figures") or {}).get("median_s", 0) / t
         for p in pairs if (t := (p["reference"]["torch_tuned"].get("figures") or {}).get("median_s"))
@@ -253,6 +260,35 @@ def model_row(result: dict[str, Any]) -> dict[str, Any]:
     row["reference_allocator_tax"] = statistics.median(reference_tax) - 1 if reference_tax else None
     for backend in BACKEND_STEPS:
         row[f"lwprof_{backend}_wall_s_median"] = _median_of([p["lwprof_runs"][backend].get("wall_s") for p in pairs])
+    return row
+
+
+def _fault_states_match(a: float | None, b: float | None) -> bool:
+    # The same heap state: within 5% (or 50 faults, for counts near zero) of each other
+    return a is not None and b is not None and abs(a - b) <= max(50.0, 0.05 * max(a, b))
+
+
+def _between_user_processes(pairs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Two plain scripts against each other, in the same pairs: the
+    hand-written loop's median over the Timer's; and how often lwprof's worker
+    and the Timer's process landed in the same page-fault state, with lwprof's
+    deviation over those pairs alone."""
+    loop_ratios, matched = [], []
+    for pair in pairs:
+        timer = pair["reference"].get("torch", {}).get("figures") or {}
+        loop = pair["reference"].get("torch_loop", {}).get("figures") or {}
+        if timer.get("median_s") and loop.get("median_s"):
+            loop_ratios.append(loop["median_s"] / timer["median_s"])
+        mine = (pair["lwprof"].get("results") or {}).get("torch") or {}
+        if mine.get("median_s") and timer.get("median_s") and _fault_states_match(
+                mine.get("minor_page_faults_per_pass"), timer.get("minor_page_faults_per_call")):
+            matched.append(mine["median_s"] / timer["median_s"])
+    row: dict[str, Any] = {"loop_vs_timer_pairs_used": len(loop_ratios), "torch_same_fault_state_pairs": len(matched)}
+    row["loop_vs_timer_deviation"] = statistics.median(loop_ratios) - 1 if loop_ratios else None
+    row["loop_vs_timer_deviation_min"] = min(loop_ratios) - 1 if loop_ratios else None
+    row["loop_vs_timer_deviation_max"] = max(loop_ratios) - 1 if loop_ratios else None
+    row["loop_vs_timer_within_target"] = bool(loop_ratios) and abs(statistics.median(loop_ratios) - 1) <= TARGET_DEVIATION
+    row["torch_same_fault_state_deviation"] = statistics.median(matched) - 1 if matched else None
     return row
 
 
@@ -290,6 +326,12 @@ def summarize(rows: list[dict[str, Any]], roofline: dict[str, Any] | None) -> di
         summary[f"{name}_models_within_target"] = within
         summary[f"{name}_deviation_range"] = [min(deviations), max(deviations)] if deviations else None
         summary[f"{name}_models_compared"] = len(deviations)
+    looped = [r for r in measured if r.get("loop_vs_timer_deviation") is not None]
+    summary["loop_vs_timer_models_compared"] = len(looped)
+    summary["loop_vs_timer_models_within_target"] = [r["model"] for r in looped if r["loop_vs_timer_within_target"]]
+    summary["loop_vs_timer_deviation_range"] = (
+        [min(r["loop_vs_timer_deviation"] for r in looped), max(r["loop_vs_timer_deviation"] for r in looped)] if looped else None
+    )
     both = [r["model"] for r in measured if r["torch_within_target"] and r["onnxruntime_within_target"]]
     summary["models_within_target_on_both"] = both
     summary["target_met"] = len(both) >= TARGET_MODELS
@@ -347,6 +389,14 @@ def markdown_summary(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str
             + (f"{ranges['onnxruntime'][0]:+.1%} … {ranges['onnxruntime'][1]:+.1%}" if ranges["onnxruntime"] else "—")
             + "."
         )
+        if summary.get("loop_vs_timer_models_compared"):
+            loop_range = summary["loop_vs_timer_deviation_range"]
+            lines.append(
+                "- Two user processes against each other, in the same pairs: a hand-written `perf_counter` loop's median "
+                f"against the Timer's within ±{TARGET_DEVIATION:.0%} on {len(summary['loop_vs_timer_models_within_target'])} of "
+                f"{summary['loop_vs_timer_models_compared']} models ({loop_range[0]:+.1%} … {loop_range[1]:+.1%}): how far "
+                "the Timer is from a second plain script (per model below)."
+            )
         if summary["torch_tuned_models_compared"]:
             lines.append(
                 "- lwprof's tuned-allocator figure against the reference run with "
@@ -401,13 +451,39 @@ def markdown_summary(payload: dict[str, Any], rows: list[dict[str, Any]]) -> str
             lines.append(f"| {r['model']} | failed: {r['error']} |" + " |" * 10)
             continue
         cells = []
-        for name in PAIRS:
+        for name in TARGET_PAIRS:
             cells += [
                 _fmt(r[f"{name}_lwprof_median_s"] and r[f"{name}_lwprof_median_s"] * 1e3, ".3f"),
                 _fmt(r[f"{name}_reference_median_s"] and r[f"{name}_reference_median_s"] * 1e3, ".3f"),
                 _deviation_cell(r, name),
             ]
         lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {r['quiet_pairs']}/{r['pairs']} |")
+    if any(r.get("loop_vs_timer_pairs_used") for r in measured):
+        lines += [
+            "",
+            "## Two user processes",
+            "",
+            "A plain process's page-fault state is one draw (README, 'a plain process is not one number'), and so is its "
+            "latency: every pair also times the zoo model with a hand-written `perf_counter` loop (`reference_latency.py "
+            "--harness loop`), a second script a user could have written. Loop vs Timer: median over the pairs of the "
+            "loop's median / the Timer's, minus 1 (range). Same fault state: pairs where lwprof's worker and the Timer's "
+            "process took page faults within 5% (or 50) of each other, and lwprof's deviation over those pairs alone. "
+            "Faults per pass: medians over the pairs.",
+            "",
+            "| model | loop vs Timer | lwprof vs loop | lwprof faults/pass | Timer faults/call | loop faults/pass "
+            "| same fault state | lwprof deviation there |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in measured:
+            loop = ("—" if r.get("loop_vs_timer_deviation") is None else
+                    f"{r['loop_vs_timer_deviation']:+.1%}{'' if r['loop_vs_timer_within_target'] else ' ✗'} "
+                    f"({r['loop_vs_timer_deviation_min']:+.1%} … {r['loop_vs_timer_deviation_max']:+.1%})")
+            lines.append(
+                f"| {r['model']} | {loop} | {_deviation_cell(r, 'torch_loop')} "
+                f"| {_fmt(r['torch_minor_page_faults_per_pass'], ',.0f')} | {_fmt(r['reference_torch_minor_page_faults_per_call'], ',.0f')} "
+                f"| {_fmt(r['reference_torch_loop_minor_page_faults_per_call'], ',.0f')} "
+                f"| {r['torch_same_fault_state_pairs']}/{r['pairs']} | {_fmt(r['torch_same_fault_state_deviation'], '+.1%')} |"
+            )
     lines += [
         "",
         "## The allocator tax",
