@@ -212,6 +212,7 @@ def test_auto_adds_the_tuned_figure_when_faults_are_significant(tmp_path, fixed_
     assert {s["allocator"] for s in samples} == {"default", "tuned"}
     assert sum(s["allocator"] == "tuned" for s in samples) == comparison["tuned"]["n"]
     assert "minor page faults per pass" in result.stdout and "MALLOC_MMAP_THRESHOLD_=33554432" in result.stdout
+    assert row["timed_processes"] == 1 and "--processes 5 pools five" in " ".join(result.stdout.split())
 
 
 def test_auto_leaves_the_tuned_figure_out_when_faults_are_few(tmp_path, fixed_roofline, faults_significant_from):
@@ -277,7 +278,19 @@ def test_processes_time_each_figure_in_that_many_workers(tmp_path, fixed_rooflin
     [row] = payload["results"]
     workers = row["process"]["workers"]
     assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2 and sum(w["n"] for w in workers) == row["n"]
+    assert row["timed_processes"] == 2
     assert [sum(s["process"] == str(index) for s in samples) for index in (0, 1)] == [w["n"] for w in workers]
+
+
+def test_the_allocator_note_calls_one_process_one_draw():
+    from lwprof.reports.allocator_report import allocator_notes
+
+    row = {"backend": "torch", "batch_size": 1, "allocator": "default", "minor_page_faults_per_pass": 1_700.0, "timed_processes": 1}
+    [single] = allocator_notes([row])
+    [pooled] = allocator_notes([{**row, "timed_processes": 5}])
+    assert "1,700 minor page faults per pass" in single and "--processes 5 pools five" in single
+    assert "1,700 minor page faults per pass" in pooled and "--processes" not in pooled
+    assert allocator_notes([{**row, "minor_page_faults_per_pass": 3.0}]) == []  # below the significance threshold
 
 
 def test_processes_are_refused_with_analytic_and_below_one():

@@ -133,7 +133,7 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
                 "ci95_low_s", "ci95_high_s", "relative_iqr", "noisy", "throughput_items_per_s", "roofline_bound_s",
                 "roofline_efficiency", "bound_by", "predicted_s", "predicted_error", "predicted_not_calibrated",
                 "layer_sum_s", "layer_sum_vs_end_to_end", "layer_pass_overhead",
-                "outputs_vs", "max_abs_diff", "max_rel_diff", "outputs_allclose", "allocator", "minor_page_faults_per_pass",
+                "outputs_vs", "max_abs_diff", "max_rel_diff", "outputs_allclose", "allocator", "timed_processes", "minor_page_faults_per_pass",
                 "tuned_median_s", "tuned_iqr_s", "tuned_minor_page_faults_per_pass", "allocator_tax", "speedup_vs_fp32",
                 "relative_error_vs_fp32", "cosine_vs_fp32", "top1_agreement", "outputs_meaningful", "float_layers", "skipped"]
         output.emit(summary, [Column(k, k) for k in keys], fmt)

@@ -27,6 +27,8 @@ def allocator_columns(result: Any) -> dict[str, Any]:
         "tuned_iqr_s": None,
         "tuned_minor_page_faults_per_pass": None,
         "allocator_tax": None,
+        # How many fresh processes the figure pools (--processes): a plain process's fault count is one draw
+        "timed_processes": (len(result.measurement.metadata.get("samples_per_process") or ()) or 1) if result.measurement else None,
     }
     check = result.allocator_check
     if check is not None and check.measurement is not None and result.measurement is not None:
@@ -91,5 +93,10 @@ def allocator_notes(summary: list[dict[str, Any]]) -> list[str]:
                 f"{row['median_s'] * 1e3:.3f} ms ({tax:+.1%} for the default)."
             )
         text += f" In deployment: {deployment_hint()} (or LD_PRELOAD jemalloc/tcmalloc); --allocator tuned times that."
+        if (row.get("timed_processes") or 1) == 1:
+            text += (
+                " How many faults a plain process takes depends on its heap's history, so another process running the "
+                "same model can take hundreds more or fewer and differ by several percent: --processes 5 pools five."
+            )
         notes.append(text)
     return notes
