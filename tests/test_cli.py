@@ -93,3 +93,15 @@ def test_zoo_unknown_name_is_exit_2_with_suggestions():
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "unknown model 'mobilenet_v2_130'" in lines[0]
     assert "mobilenet_v2_140" in lines[0]
+
+
+def test_a_table_leaves_out_columns_empty_in_every_row(capsys):
+    from lwprof.reports.console import Column, OutputFormat, emit, milliseconds
+
+    records = [{"model": "a", "median_s": 0.0015, "skipped": ""}, {"model": "b", "median_s": None, "skipped": ""}]
+    columns = [Column("model", "model"), Column("median_s", "median ms", milliseconds), Column("skipped", "skipped")]
+    emit(records, columns, OutputFormat.table)
+    table = capsys.readouterr().out
+    assert "median ms" in table and "1.500" in table and "skipped" not in table
+    emit(records, columns, OutputFormat.csv)
+    assert capsys.readouterr().out.splitlines()[0] == "model,median_s,skipped"  # CSV keeps every column

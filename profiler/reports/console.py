@@ -73,11 +73,15 @@ def emit(
     else:
         if not records:
             return
+        cells = [[column.display(record.get(column.key)) for column in columns] for record in records]
+        # A column empty in every row (no fp32 baseline, nothing skipped) only narrows the others
+        shown = [index for index in range(len(columns)) if any(row[index] != "" for row in cells)]
         table = Table(title=title, header_style="bold")
-        for column in columns:
+        for index in shown:
+            column = columns[index]
             table.add_column(column.title, justify=column.justify, no_wrap=column.no_wrap, overflow="fold")
-        for record in records:
-            table.add_row(*(column.display(record.get(column.key)) for column in columns))
+        for row in cells:
+            table.add_row(*(row[index] for index in shown))
         stdout.print(table)
 
 
