@@ -214,15 +214,14 @@ def print_compare(payload: dict[str, Any], fmt: OutputFormat, sort: str) -> None
             Column(f"{b}_throughput_items_per_s", "items/s", lambda v: _fmt(v, 1, 1), "right"),
             Column(f"{b}_roofline_efficiency", "roof eff.", lambda v: _fmt(v, 0.01, 1, "%"), "right"),
             Column(f"{b}_minor_page_faults_per_pass", "faults/pass", lambda v: _fmt(v, 1, 0), "right"),
+            # Shown only where some model has them (--calibration, a tuned figure, a precision beside fp32): emit
+            # leaves out columns empty in every row
+            Column(f"{b}_predicted_s", "predicted ms", ms, "right"),
+            Column(f"{b}_predicted_error", "pred. error", lambda v: _fmt(v, 0.01, 1, "%"), "right"),
+            Column(f"{b}_tuned_median_s", "tuned ms", ms, "right"),
+            Column(f"{b}_speedup_vs_fp32", "vs fp32", lambda v: _fmt(v, 1, 2, "x"), "right"),
+            Column(f"{b}_cosine_vs_fp32", "cosine", lambda v: _fmt(v, 1, 3), "right"),
         ]
-        if any(r.get(f"{b}_predicted_s") for r in rows):
-            columns += [Column(f"{b}_predicted_s", "predicted ms", ms, "right"),
-                        Column(f"{b}_predicted_error", "pred. error", lambda v: _fmt(v, 0.01, 1, "%"), "right")]
-        if any(r.get(f"{b}_tuned_median_s") for r in rows):
-            columns.append(Column(f"{b}_tuned_median_s", "tuned ms", ms, "right"))
-        if any(r.get(f"{b}_speedup_vs_fp32") for r in rows):
-            columns += [Column(f"{b}_speedup_vs_fp32", "vs fp32", lambda v: _fmt(v, 1, 2, "x"), "right"),
-                        Column(f"{b}_cosine_vs_fp32", "cosine", lambda v: _fmt(v, 1, 3), "right")]
     columns.append(Column("published_top1_percent", "top-1 %", lambda v: _fmt(v, 1, 1), "right"))
     output.emit(rows, columns, OutputFormat.table, title=f"compare on {payload['device']} ({payload['threads']} threads)")
     correlation_columns = [Column("backend", "Spearman ρ of latency with"), Column("models", "models", str, "right")]

@@ -148,8 +148,6 @@ def _print_summary(job: LatencyJob, fmt: OutputFormat, top: int) -> None:
             f"memory access {format_bytes(totals['memory_bytes'])} eager / {format_bytes(totals['memory_bytes_fused'])} fused",
             highlight=False,
         )
-    if not any(row.get("predicted_s") is not None for row in summary):  # no --calibration
-        columns = [c for c in columns if c.key not in ("predicted_s", "predicted_error")]
     output.emit(summary, columns, OutputFormat.table, title="end-to-end latency")
     for note in allocator_notes(summary):
         output.stdout.print(note, highlight=False, soft_wrap=True)
